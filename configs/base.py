@@ -1,0 +1,85 @@
+"""Defaults shared by every experiment; experiment files only choose (ALGORITHMS.md for the values)."""
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'checkerboard'
+  c.data.batch_size = 2048           # global batch, over all devices and hosts
+  c.data.sigma0 = 'adaptive'         # base noise std: a float, or 'adaptive' (2-D: data std per axis)
+  c.data.data_dir = ''               # tfds data_dir for image sets ('' = tfds default)
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = 'itvm'               # fm | lmd | emd | itvm | lsd | esd | psd | meanflow
+  c.loss.interpolant = 'linear'      # linear | trig
+  c.loss.diag_fraction = 0.75        # fraction of each batch with s = t
+  c.loss.time_sampler = 'uniform'    # uniform | logit_normal
+  c.loss.logit_mean = 0.0
+  c.loss.logit_std = 1.0
+  c.loss.time_min = 0.0
+  c.loss.time_max = 1.0
+  c.loss.itvm = ml_collections.ConfigDict()
+  c.loss.itvm.u = 't_minus_tau'      # t_minus_tau | s_plus_tau | uniform
+  c.loss.itvm.tau = 0.05
+  c.loss.itvm.terminal_target = 'ema'  # ema | teacher
+  c.loss.itvm.y_source = 'ema'       # ema | online
+  c.loss.itvm.ema_rate = 0.99        # the target EMA θ⁻ (also lsd with lsd.teacher=ema)
+  c.loss.itvm.w_init = 1.0
+  c.loss.itvm.w_term = 1.0
+  c.loss.psd = ml_collections.ConfigDict()
+  c.loss.psd.gamma = 'midpoint'      # midpoint (PSD-M) | uniform (PSD-U)
+  c.loss.lsd = ml_collections.ConfigDict()
+  c.loss.lsd.teacher = 'online'      # online | ema
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'mlp'
+  c.model.width = 512
+  c.model.depth = 4
+  c.model.activation = 'gelu'
+  c.model.num_fourier = 8
+  c.model.max_freq = 32.0
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adam'              # adam | adamw | radam
+  c.optim.lr = 1e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 0.0         # adamw only
+  c.optim.clip = 1.0                 # global-norm clipping (0 = off)
+  c.optim.schedule = 'constant'      # constant | cosine | sqrt
+  c.optim.warmup_steps = 0
+  c.optim.sqrt_steps = 35000         # sqrt: lr · 1/sqrt(max(step / sqrt_steps, 1))
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 4000
+  c.train.log_every = 100
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+  c.train.eval_ema_rates = (0.999,)  # EMAs for sampling and evaluation (the slowest is used)
+  c.train.init_from_teacher = False  # distillation: start from the teacher's weights
+  c.train.max_bad_steps = 0          # non-finite steps skipped before the run stops (0 = stop at once)
+  c.train.allow_config_change = False
+  c.train.plot_every = 0             # sample plots to TensorBoard every N steps (0 = at the end only)
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.config = 'configs/fm_checkerboard.py'  # path[:arg], relative to the repo or cwd
+  c.teacher.workdir = ''             # '' = <workdir>/teacher
+  c.teacher.require_existing = False  # True: a missing teacher checkpoint stops the run
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.steps = (1, 2, 4, 8, 16)
+  c.eval.num_samples = 1_000_000     # KL histogram samples (ALGORITHMS.md §6)
+  c.eval.energy_samples = 20_000
+  c.eval.batch_size = 100_000
+  c.eval.teacher_ode = 'tsit5'       # adaptive solver for the reference
+  c.eval.ode_rtol = 1e-5
+  c.eval.ode_atol = 1e-5
+  c.eval.compare_teacher = True      # distillation runs: also evaluate the teacher
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                   # -1: every device not used by fsdp
+  c.mesh.fsdp = 1
+  return c

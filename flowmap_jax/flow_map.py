@@ -1,0 +1,83 @@
+"""The flow map X_θ(s, t, x) = x + (t - s) · v_θ(s, t, x) and every time derivative of it.
+
+ALGORITHMS.md §2. All derivatives are exact forward-mode derivatives from one `jax.jvp`, which
+returns the primal with the tangent, so no loss needs a second forward pass for X. This is the only
+module that differentiates in time; every loss goes through it.
+
+`apply_fn(params, s, t, x) -> v` is the network v_θ; s and t have shape (B,), x has shape (B, ...).
+"""
+import jax
+import jax.numpy as jnp
+
+from flowmap_jax.interpolants import bcast
+
+
+def X_from_v(s, t, x, v):
+  """x + (t - s) v: the parameterisation, for a v already computed."""
+  return x + bcast(t - s, x) * v
+
+
+def X(apply_fn, params, s, t, x):
+  """X_θ(s, t, x) = x + (t - s) v_θ(s, t, x); X(s, s, x) = x exactly."""
+  return X_from_v(s, t, x, apply_fn(params, s, t, x))
+
+
+def velocity(apply_fn, params, t, x):
+  """The diagonal v_θ(t, t, x) = ∂_t X_θ(s, t, x)|_{t=s}: the model's instantaneous velocity."""
+  return apply_fn(params, t, t, x)
+
+
+def jvp(fn, params, s, t, x, *, ds=None, dt=None, dx=None):
+  """(fn(params, s, t, x), directional derivative of fn along (ds, dt, dx)) from one `jax.jvp`.
+
+  Only the arguments given a tangent are differentiated; the others are closed over, so no work is
+  spent on zero tangents. `fn` is `X` or the raw network `apply_fn` (MeanFlow differentiates v).
+  """
+  primals = {'s': s, 't': t, 'x': x}
+  tangents = {'s': ds, 't': dt, 'x': dx}
+  names = [n for n in ('s', 't', 'x') if tangents[n] is not None]
+  if not names:
+    raise ValueError('jvp needs a tangent for at least one of s, t, x.')
+
+  def f(*args):
+    kw = dict(primals, **dict(zip(names, args)))
+    return fn(params, kw['s'], kw['t'], kw['x'])
+
+  return jax.jvp(f, tuple(primals[n] for n in names),
+                 tuple(jnp.asarray(tangents[n], primals[n].dtype) * jnp.ones_like(primals[n])
+                       for n in names))
+
+
+def _fn_X(apply_fn):
+  return lambda params, s, t, x: X(apply_fn, params, s, t, x)
+
+
+def X_and_dt(apply_fn, params, s, t, x):
+  """(X_θ(s,t,x), ∂_t X_θ(s,t,x)): the Lagrangian derivative of LMD/LSD."""
+  return jvp(_fn_X(apply_fn), params, s, t, x, dt=1.0)
+
+
+def X_and_ds(apply_fn, params, s, t, x):
+  """(X_θ(s,t,x), ∂_s X_θ(s,t,x))."""
+  return jvp(_fn_X(apply_fn), params, s, t, x, ds=1.0)
+
+
+def X_and_eulerian(apply_fn, params, s, t, x, b):
+  """(X_θ(s,t,x), ∂_s X_θ(s,t,x) + ∇_x X_θ(s,t,x) · b): the Eulerian residual of EMD, one jvp."""
+  return jvp(_fn_X(apply_fn), params, s, t, x, ds=1.0, dx=b)
+
+
+def X_ds_and_dx(apply_fn, params, s, t, x, b):
+  """(X, ∂_s X, ∇_x X · b) with the primal computed once and both tangents batched (ESD needs them
+  apart, to stop the gradient through ∇_x X · b only)."""
+  f = lambda s_, x_: X(apply_fn, params, s_, t, x_)
+  tan_s = jnp.stack([jnp.ones_like(s), jnp.zeros_like(s)])
+  tan_x = jnp.stack([jnp.zeros_like(x), b])
+  X_, dX = jax.vmap(lambda ts, tx: jax.jvp(f, (s, x), (ts, tx)), out_axes=(None, 0))(tan_s, tan_x)
+  return X_, dX[0], dX[1]
+
+
+def v_and_eulerian(apply_fn, params, s, t, x, b):
+  """(v_θ(s,t,x), ∂_s v_θ + ∇_x v_θ · b): the total derivative of v along a path moving at b
+  (MeanFlow's D v)."""
+  return jvp(apply_fn, params, s, t, x, ds=1.0, dx=b)

@@ -1,0 +1,83 @@
+"""What every loss shares: drawing times and x_s, splitting the batch, reducing residuals.
+
+A loss sees a batch whose first `n_diag` examples are diagonal (s = t) and the rest off-diagonal
+(s < t). Per-example squared residuals are summed over the batch and divided by B, so the total is the
+batch mean of each example's term, and the aux terms are the means within each part.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from flowmap_jax import interpolants
+from flowmap_jax import time_sampling
+
+sg = jax.lax.stop_gradient
+
+
+class Draw(NamedTuple):
+  """One batch's times and points. `d`/`o` suffixes are the diagonal / off-diagonal parts."""
+  s: jax.Array        # (B,)
+  t: jax.Array        # (B,)
+  x_s: jax.Array      # (B, ...)  I_s
+  dI_s: jax.Array     # (B, ...)  İ_s
+  n_diag: int
+
+  def diag(self, a):
+    return a[:self.n_diag]
+
+  def off(self, a):
+    return a[self.n_diag:]
+
+
+def draw(x0, x1, rng, config) -> Draw:
+  """Draws (s, t) from `rng` and builds x_s = I_s and İ_s from the batch."""
+  interp = interpolants.get(config.interpolant)
+  s, t, n_diag = time_sampling.sample_st(rng, x0.shape[0], config)
+  return Draw(s, t, interpolants.I(interp, s, x0, x1), interpolants.dI(interp, s, x0, x1), n_diag)
+
+
+def sqnorm(r):
+  """Per-example ‖r‖², summed over every axis but the batch axis."""
+  return jnp.sum(jnp.square(r), axis=tuple(range(1, r.ndim)))
+
+
+def mean(a):
+  return jnp.mean(a) if a.shape[0] else jnp.zeros((), a.dtype)
+
+
+def reduce(diag_terms, off_terms, **extra_aux):
+  """Total loss = (Σ diag terms + Σ off-diagonal terms) / B, with aux metrics.
+
+  `loss/diag` and `loss/offdiag` are the means over each part (0 for an empty part); `extra_aux`
+  are scalars added as they are.
+  """
+  n_diag, n_off = diag_terms.shape[0], off_terms.shape[0]
+  loss = (jnp.sum(diag_terms) + jnp.sum(off_terms)) / (n_diag + n_off)
+  aux = {'loss/diag': mean(diag_terms), 'loss/offdiag': mean(off_terms),
+         'time/diag_fraction': jnp.asarray(n_diag / (n_diag + n_off), loss.dtype)}
+  aux.update(extra_aux)
+  return loss, aux
+
+
+def require_teacher(name, teacher):
+  if teacher is None:
+    raise ValueError(f'Loss {name!r} distils a teacher: pass teacher=(t, x) -> b_t(x) '
+                     '(a frozen flow-matching velocity).')
+
+
+def fm_terms(apply_fn, params, t, x_t, dI_t):
+  """Per-example flow matching ‖v_θ(t, t, I_t) - İ_t‖² (ALGORITHMS.md §3.1)."""
+  return sqnorm(apply_fn(params, t, t, x_t) - dI_t)
+
+
+def apply_many(f, pieces):
+  """f over several argument tuples in one call: concatenates along the batch axis, splits after.
+
+  Used where every piece receives gradient (one larger network call is cheaper than several, and
+  its backward is one too); parts under stop_gradient stay separate so they are not differentiated.
+  """
+  sizes = [p[0].shape[0] for p in pieces]
+  out = f(*[jnp.concatenate(args) for args in zip(*pieces)])
+  ends = [sum(sizes[:i + 1]) for i in range(len(sizes))]
+  return [out[e - n:e] for e, n in zip(ends, sizes)]

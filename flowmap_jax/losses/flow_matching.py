@@ -1,0 +1,17 @@
+"""FM: flow matching, ‖v_θ(t, t, I_t) − İ_t‖² (ALGORITHMS.md §3.1). Trains a teacher.
+
+Every example is diagonal, whatever `diag_fraction` says: a velocity field has no second time.
+"""
+import jax
+
+from flowmap_jax import interpolants
+from flowmap_jax.losses import common
+
+
+def fm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None):
+  del ema_params, teacher
+  interp = interpolants.get(config.interpolant)
+  t = jax.random.uniform(rng, (x0.shape[0],), minval=config.time_min, maxval=config.time_max)
+  terms = common.fm_terms(apply_fn, params, t, interpolants.I(interp, t, x0, x1),
+                          interpolants.dI(interp, t, x0, x1))
+  return common.reduce(terms, terms[:0])

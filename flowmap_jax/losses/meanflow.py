@@ -1,0 +1,22 @@
+"""MeanFlow (Geng et al. 2025) in our convention (ALGORITHMS.md §3.8).
+
+Differentiating (t − s) v(s, t, x_s) = x_t − x_s in s along the path gives
+v = b_s + (t − s) D v with D = ∂_s + b_s · ∇_x. With İ_s for b_s (right in expectation):
+‖v_θ(s,t,x_s) − sg(İ_s + (t − s) D v_θ(s,t,x_s))‖², one jvp returning v and D v together;
+flow matching on the diagonal examples.
+"""
+from flowmap_jax import flow_map
+from flowmap_jax.interpolants import bcast
+from flowmap_jax.losses import common
+
+sg = common.sg
+
+
+def meanflow_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None):
+  del ema_params, teacher
+  d = common.draw(x0, x1, rng, config)
+  s, t, x_s, dI_s = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.dI_s)
+  v, Dv = flow_map.v_and_eulerian(apply_fn, params, s, t, x_s, dI_s)
+  target = dI_s + bcast(t - s, v) * Dv
+  diag = common.fm_terms(apply_fn, params, d.diag(d.t), d.diag(d.x_s), d.diag(d.dI_s))
+  return common.reduce(diag, common.sqnorm(v - sg(target)))

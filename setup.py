@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='flowmap_jax',
+    version='0.1.0',
+    description='Flow maps in JAX: distillation (LMD, EMD, ITVM) and self-distillation (LSD, ESD, PSD).',
+    packages=find_packages(include=['flowmap_jax', 'flowmap_jax.*', 'configs']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.6.0',
+        'flax>=0.10.0',
+        'optax>=0.2.4',
+        'orbax-checkpoint>=0.11.0',
+        'ml-collections>=1.0.0',
+        'clu>=0.0.12',
+        'tensorflow-datasets>=4.9.7',
+        'grain>=0.2.8',
+        'tensorflow-cpu>=2.18.0',
+        'tensorboard>=2.18.0',
+        'numpy>=1.26',
+        'absl-py>=2.1.0',
+        'diffrax>=0.6.0',
+        'matplotlib>=3.8',
+        'scipy>=1.11',
+        'pillow>=10.0',
+    ],
+    extras_require={
+        'test': ['pytest>=8.0', 'pytest-timeout>=2.3', 'hypothesis>=6.100'],
+    },
+)
