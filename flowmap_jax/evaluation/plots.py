@@ -1,0 +1,31 @@
+"""Plots of 2-D samples (PNG files and arrays for TensorBoard)."""
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from flowmap_jax.evaluation import kl  # noqa: E402
+
+
+def density_panel(samples: dict, title='', limit=kl.LIMIT, bins=200):
+  """Side-by-side 2-D histograms of {label: (N, 2) samples}; returns an RGB uint8 array."""
+  n = len(samples)
+  fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+  for ax, (label, x) in zip(axes[0], samples.items()):
+    x = np.asarray(x)[:200_000]
+    ax.hist2d(x[:, 0], x[:, 1], bins=bins, range=[[-limit, limit], [-limit, limit]], cmap='magma')
+    ax.set_title(label, fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_aspect('equal')
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.canvas.draw()
+  image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  plt.close(fig)
+  return image
+
+
+def save_png(image, path):
+  plt.imsave(path, image)

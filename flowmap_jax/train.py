@@ -1,0 +1,398 @@
+"""Training: the TrainState, the pure jitted train_step, and the loop around it.
+
+`train_and_evaluate(config, workdir)` is the programmatic entry point `main` calls. A run started again
+with the same workdir resumes from its latest checkpoint; the data of step k are drawn from
+fold_in(base key, k), so a resumed run is the same run.
+"""
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+
+from flowmap_jax import checkpoint
+from flowmap_jax import config_io
+from flowmap_jax import evaluate
+from flowmap_jax import losses
+from flowmap_jax import models
+from flowmap_jax import parallel
+from flowmap_jax import validate
+from flowmap_jax.data import toy
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array        # int32: steps taken (accepted or skipped)
+  params: Any            # θ
+  opt_state: Any
+  target_ema: Any        # θ⁻, the loss's target EMA at loss.itvm.ema_rate ({} when unused)
+  eval_emas: Any         # {str(rate): params} for sampling and evaluation
+  rng: jax.Array         # base key data (uint32); step keys are fold_in(rng, step)
+  bad_steps: jax.Array   # int32: non-finite steps skipped so far
+  last_bad_step: jax.Array  # int32: the latest non-finite step (-1: none)
+  last_bad_loss: jax.Array  # the loss at that step
+
+
+class NonFiniteError(RuntimeError):
+  pass
+
+
+class Preempted(RuntimeError):
+  pass
+
+
+# --------------------------------------------------------------------------- the pieces of a run
+
+
+def uses_target_ema(loss_config):
+  return loss_config.name == 'itvm' or (loss_config.name == 'lsd' and loss_config.lsd.teacher == 'ema')
+
+
+def learning_rate(optim, num_steps):
+  lr, warm = optim.lr, optim.warmup_steps
+  if optim.schedule == 'constant':
+    main = optax.constant_schedule(lr)
+  elif optim.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(lr, max(num_steps - warm, 1))
+  elif optim.schedule == 'sqrt':
+    # The papers' decay: lr / sqrt(max(step / sqrt_steps, 1)).
+    main = lambda step: lr / jnp.sqrt(jnp.maximum(step / optim.sqrt_steps, 1.0))
+  else:
+    raise ValueError(f'Unknown optim.schedule {optim.schedule!r}.')
+  if warm:
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), main], [warm])
+  return main
+
+
+def optimizer(optim, num_steps):
+  lr = learning_rate(optim, num_steps)
+  if optim.name == 'adam':
+    opt = optax.adam(lr, b1=optim.b1, b2=optim.b2)
+  elif optim.name == 'adamw':
+    opt = optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
+  elif optim.name == 'radam':
+    opt = optax.radam(lr, b1=optim.b1, b2=optim.b2)
+  else:
+    raise ValueError(f'Unknown optim.name {optim.name!r}.')
+  return optax.chain(optax.clip_by_global_norm(optim.clip), opt) if optim.clip else opt
+
+
+class Experiment:
+  """Everything a run derives from its config: model, σ0, optimiser, the jitted step."""
+
+  def __init__(self, config, mesh=None):
+    self.config = config
+    self.sigma0 = toy.sigma0(config.data)
+    self.model = models.get(config.model, sigma=self.sigma0)
+    self.tx = optimizer(config.optim, config.train.num_steps)
+    self.mesh = parallel.make_mesh(config.mesh) if mesh is None else mesh
+    self.loss_fn = losses.get(config.loss.name)
+    self.data_shape = (2,)
+
+  def apply_fn(self, params, s, t, x):
+    return self.model.apply({'params': params}, s, t, x)
+
+  def velocity(self, params):
+    """The diagonal t, x -> v_θ(t, t, x) as a velocity field (a teacher, an ODE sampler)."""
+    return lambda t, x: self.apply_fn(params, t, t, x)
+
+  def init_params(self, rng):
+    z = jnp.zeros((1,))
+    return self.model.init(rng, z, z, jnp.zeros((1,) + self.data_shape))['params']
+
+  def _state_from_params(self, params, rng):
+    c = self.config
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+        target_ema=params if uses_target_ema(c.loss) else {},
+        eval_emas={str(r): params for r in c.train.eval_ema_rates},
+        rng=jax.random.key_data(rng), bad_steps=jnp.zeros((), jnp.int32),
+        last_bad_step=-jnp.ones((), jnp.int32), last_bad_loss=jnp.zeros((), jnp.float32))
+
+  def init_state(self, init_params=None):
+    """The initial state, built directly with its shardings (jit with out_shardings)."""
+    key = jax.random.key(self.config.seed)
+    init_key, base_key = jax.random.split(key)
+    make = lambda p: self._state_from_params(self.init_params(init_key) if p is None else p,
+                                             base_key)
+    shardings = self.state_shardings()
+    return jax.jit(make, out_shardings=shardings)(init_params)
+
+  def abstract_state(self):
+    shapes = jax.eval_shape(lambda: self._state_from_params(
+        self.init_params(jax.random.key(0)), jax.random.key(0)))
+    shardings = self.state_shardings()
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        shapes, shardings)
+
+  def state_shardings(self):
+    shapes = jax.eval_shape(lambda: self._state_from_params(
+        self.init_params(jax.random.key(0)), jax.random.key(0)))
+    return jax.tree.map(lambda _: parallel.replicated(self.mesh), shapes)
+
+  # ------------------------------------------------------------------------- the pure step
+
+  def train_step(self, state, batch, teacher_params):
+    """One optimiser step: loss and gradient, update, EMAs; non-finite steps are skipped on device.
+
+    `batch` is {} for generated 2-D data (drawn here from the step key) or {'x1': ...}.
+    Returns (new state, metrics of this step).
+    """
+    c = self.config
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    k_data, k_noise, k_loss = jax.random.split(key, 3)
+    if 'x1' in batch:
+      x1 = batch['x1']
+    else:
+      x1 = toy.sample(c.data.name, k_data, c.data.batch_size)
+      x1 = jax.lax.with_sharding_constraint(x1, parallel.batch_sharding(self.mesh))
+    x0 = jnp.asarray(self.sigma0, x1.dtype) * jax.random.normal(k_noise, x1.shape, x1.dtype)
+    teacher = None if teacher_params is None else self.velocity(teacher_params)
+    ema = state.target_ema if uses_target_ema(c.loss) else None
+
+    def loss_of(params):
+      return self.loss_fn(self.apply_fn, params, x0, x1, k_loss, config=c.loss, ema_params=ema,
+                          teacher=teacher)
+
+    (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # After more than max_bad_steps non-finite steps the state freezes: the host stops the run at
+    # its next check without a device sync on every step, and nothing bad was ever applied.
+    halted = state.bad_steps > c.train.max_bad_steps
+    accept = finite & ~halted
+    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)
+    ema_update = lambda rate, e: jax.tree.map(lambda a, b: rate * a + (1 - rate) * b, e, params)
+    new = state.replace(
+        step=state.step + jnp.where(halted, 0, 1).astype(jnp.int32),
+        params=pick(params, state.params),
+        opt_state=pick(opt_state, state.opt_state),
+        target_ema=(pick(ema_update(c.loss.itvm.ema_rate, state.target_ema), state.target_ema)
+                    if uses_target_ema(c.loss) else state.target_ema),
+        eval_emas={k: pick(ema_update(float(k), e), e) for k, e in state.eval_emas.items()},
+        bad_steps=state.bad_steps + jnp.where(finite | halted, 0, 1).astype(jnp.int32),
+        last_bad_step=jnp.where(finite | halted, state.last_bad_step, state.step),
+        last_bad_loss=jnp.where(finite | halted, state.last_bad_loss, loss.astype(jnp.float32)))
+    metrics = dict(aux, loss=loss, grad_norm=grad_norm,
+                   lr=learning_rate(c.optim, c.train.num_steps)(state.step))
+    return new, metrics
+
+  @functools.cached_property
+  def jit_train_step(self):
+    shardings = self.state_shardings()
+    rep = parallel.replicated(self.mesh)
+    return jax.jit(self.train_step, donate_argnums=(0,), out_shardings=(shardings, rep))
+
+
+# --------------------------------------------------------------------------- teachers
+
+
+def needs_teacher(config):
+  """The teacher is loaded for losses that distil it and for runs that start from its weights."""
+  return config.loss.name in losses.NEEDS_TEACHER or config.train.init_from_teacher
+
+
+def teacher_paths(config, workdir):
+  tworkdir = config.teacher.workdir or os.path.join(workdir, 'teacher')
+  return config.teacher.config, tworkdir
+
+
+def load_teacher(config, workdir, require_existing=None):
+  """(teacher Experiment, its slowest eval-EMA params, teacher workdir), training it if missing
+  unless teacher.require_existing (or `require_existing`)."""
+  tspec, tworkdir = teacher_paths(config, workdir)
+  tconfig = config_io.load(tspec)
+  if not checkpoint.has_checkpoint(tworkdir):
+    if config.teacher.require_existing or require_existing:
+      raise validate.ConfigError([
+          f'teacher.require_existing=True but no teacher checkpoint exists at '
+          f'{os.path.abspath(os.path.join(tworkdir, "checkpoints"))}: train it with '
+          f'`python -m flowmap_jax.main --config {tspec} --workdir {tworkdir}`, or set '
+          f'teacher.workdir to where it is.'])
+    logging.info('No teacher checkpoint in %s: training the teacher (%s) first.', tworkdir, tspec)
+    train_and_evaluate(tconfig, tworkdir)
+  texp = Experiment(tconfig)
+  mngr = checkpoint.manager(tworkdir)
+  state = checkpoint.restore_latest(mngr, texp.abstract_state())
+  mngr.close()
+  if state is None:
+    raise RuntimeError(f'No readable teacher checkpoint in {tworkdir}/checkpoints.')
+  return texp, slowest_ema(state), tworkdir
+
+
+def slowest_ema(state):
+  return state.eval_emas[max(state.eval_emas, key=float)]
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _SigtermFlag:
+  """Turns SIGTERM into a flag the loop checks between steps (then it saves and stops)."""
+
+  def __init__(self):
+    self.raised = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _check_finite(state, config, mngr):
+  bad = int(jax.device_get(state.bad_steps))
+  if bad > config.train.max_bad_steps:
+    step = int(jax.device_get(state.last_bad_step))
+    loss = float(jax.device_get(state.last_bad_loss))
+    last = mngr.latest_step()
+    raise NonFiniteError(
+        f'Non-finite loss or gradient at step {step} (loss {loss}); {bad} non-finite step(s) in '
+        f'all, train.max_bad_steps={config.train.max_bad_steps}. Nothing after step {step} was '
+        f'applied and no checkpoint of it was written; the last good checkpoint is '
+        f'{"step " + str(last) if last is not None else "none"} in {mngr.directory}. '
+        'Lower optim.lr, check the data, or raise train.max_bad_steps to skip such steps.')
+  return bad
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (resuming from `workdir` if it holds a run), then evaluates; returns the eval dict."""
+  validate.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  validate.check_workdir_config(config, workdir)
+
+  teacher_exp = teacher_params = teacher_workdir = None
+  if needs_teacher(config):
+    teacher_exp, teacher_params, teacher_workdir = load_teacher(config, workdir)
+  # The step sees the teacher only when the loss distils it (init_from_teacher alone needs none).
+  step_teacher = teacher_params if config.loss.name in losses.NEEDS_TEACHER else None
+
+  exp = Experiment(config)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  state = checkpoint.restore_latest(mngr, exp.abstract_state())
+  if state is None:
+    init = teacher_params if (config.train.init_from_teacher and teacher_params is not None) else None
+    if init is not None:
+      validate.check_teacher_shapes(exp, init, config)
+    state = exp.init_state(init)
+    start = 0
+  else:
+    start = int(jax.device_get(state.step))
+    logging.info('Resuming %s from step %d.', workdir, start)
+
+  is_main = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  if start == 0:
+    writer.write_hparams({k: v for k, v in _flatten(config_io.to_dict(config)).items()
+                          if isinstance(v, (int, float, str, bool))})
+  num_steps = config.train.num_steps
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
+                                           every_steps=config.train.log_every)
+  step_fn = exp.jit_train_step
+  batch = {}
+  t0 = time.time()
+  with _SigtermFlag() as sigterm:
+    step = start
+    while step < num_steps:
+      state, metrics = step_fn(state, batch, step_teacher)
+      step += 1
+      report(step)
+      if step % config.train.log_every == 0 or step == num_steps:
+        _check_finite(state, config, mngr)
+        writer.write_scalars(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
+      if config.train.plot_every and step % config.train.plot_every == 0:
+        evaluate.write_sample_plots(exp, state, writer, step)
+      if step % config.train.checkpoint_every == 0 or step == num_steps:
+        _check_finite(state, config, mngr)
+        checkpoint.save(mngr, state)
+      if sigterm.raised:
+        _check_finite(state, config, mngr)
+        checkpoint.save(mngr, state)
+        mngr.wait_until_finished()
+        writer.flush()
+        raise Preempted(f'SIGTERM at step {step}: checkpoint saved in {mngr.directory}; run the '
+                        'same command again to resume.')
+  mngr.wait_until_finished()
+  if step > start:
+    logging.info('Trained steps %d..%d in %.1fs.', start, step, time.time() - t0)
+  results = evaluate.evaluate(exp, state, workdir, writer=writer, teacher_exp=teacher_exp,
+                              teacher_params=teacher_params, teacher_workdir=teacher_workdir)
+  writer.flush()
+  mngr.close()
+  return results
+
+
+def evaluate_workdir(config, workdir):
+  """--mode eval: restore the latest checkpoint of `workdir` and rewrite eval.json / eval.md."""
+  validate.validate(config)
+  teacher_exp = teacher_params = teacher_workdir = None
+  if needs_teacher(config):
+    teacher_exp, teacher_params, teacher_workdir = load_teacher(config, workdir,
+                                                                require_existing=True)
+  exp = Experiment(config)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  state = checkpoint.restore_latest(mngr, exp.abstract_state())
+  mngr.close()
+  if state is None:
+    raise validate.ConfigError([f'--mode eval: no checkpoint in {workdir}/checkpoints.'])
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  results = evaluate.evaluate(exp, state, workdir, writer=writer, teacher_exp=teacher_exp,
+                              teacher_params=teacher_params, teacher_workdir=teacher_workdir)
+  writer.flush()
+  return results
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def sample_workdir(config, workdir, num_samples=20_000):
+  """--mode sample: flow-map samples of the latest checkpoint at each eval step count, written to
+  workdir/samples.npz and workdir/plots/samples_<step>.png."""
+  from flowmap_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
+  validate.validate(config)
+  exp = Experiment(config)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  state = checkpoint.restore_latest(mngr, exp.abstract_state())
+  mngr.close()
+  if state is None:
+    raise validate.ConfigError([f'--mode sample: no checkpoint in {workdir}/checkpoints.'])
+  params, rng = slowest_ema(state), jax.random.key(config.seed + 30_000)
+  samples = {f'{n} steps': evaluate.flow_map_samples(exp, params, rng, num_samples, n, num_samples)
+             for n in config.eval.steps}
+  step = int(jax.device_get(state.step))
+  if jax.process_index() == 0:
+    np.savez(os.path.join(workdir, 'samples.npz'), **{k.split()[0]: v for k, v in samples.items()})
+    os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+    plots.save_png(plots.density_panel(samples, title=f'step {step}'),
+                   os.path.join(workdir, 'plots', f'samples_{step}.png'))
+  return samples

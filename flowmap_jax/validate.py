@@ -1,0 +1,195 @@
+"""Every config rule, checked before anything compiles; one message per problem, naming the field.
+
+`validate(config)` raises ConfigError with all problems at once; main turns it into exit code 2 and
+plain messages (no traceback).
+"""
+import json
+import os
+
+import jax
+import numpy as np
+
+from flowmap_jax import config_io
+from flowmap_jax import interpolants
+from flowmap_jax import losses
+from flowmap_jax import models
+from flowmap_jax import sampling
+from flowmap_jax import time_sampling
+from flowmap_jax.data import toy
+
+OPTIMIZERS = ('adam', 'adamw', 'radam')
+SCHEDULES = ('constant', 'cosine', 'sqrt')
+# Fields a resumed run may change: how long it runs, how it logs and how it is evaluated.
+MUTABLE_PREFIXES = ('train.num_steps', 'train.log_every', 'train.checkpoint_every',
+                    'train.keep_checkpoints', 'train.plot_every', 'train.allow_config_change',
+                    'train.max_bad_steps', 'eval.', 'teacher.require_existing')
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; `.problems` lists one message per problem."""
+
+  def __init__(self, problems):
+    self.problems = list(problems)
+    super().__init__('Invalid config:\n' + '\n'.join(f'  - {p}' for p in self.problems))
+
+
+def _choice(problems, field, value, known):
+  if value not in known:
+    problems.append(f'{field}={value!r} is not known; use one of {sorted(known)}.')
+
+
+def _in_range(problems, field, value, lo, hi, lo_open=False, hi_open=False):
+  ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+  if not ok:
+    problems.append(f'{field}={value!r} must be in {"(" if lo_open else "["}{lo}, {hi}'
+                    f'{")" if hi_open else "]"}.')
+
+
+def problems_of(config, num_devices=None, num_processes=None):
+  """The list of problems (empty when the config is valid)."""
+  p = []
+  l, d, m, o, t = config.loss, config.data, config.model, config.optim, config.train
+  _choice(p, 'loss.name', l.name, losses.LOSSES)
+  _choice(p, 'loss.interpolant', l.interpolant, interpolants.INTERPOLANTS)
+  _choice(p, 'loss.time_sampler', l.time_sampler, time_sampling.TIME_SAMPLERS)
+  _choice(p, 'loss.itvm.u', l.itvm.u, time_sampling.ITVM_U)
+  _choice(p, 'loss.itvm.terminal_target', l.itvm.terminal_target, ('ema', 'teacher'))
+  _choice(p, 'loss.itvm.y_source', l.itvm.y_source, ('ema', 'online'))
+  _choice(p, 'loss.psd.gamma', l.psd.gamma, ('midpoint', 'uniform'))
+  _choice(p, 'loss.lsd.teacher', l.lsd.teacher, ('online', 'ema'))
+  _choice(p, 'model.name', m.name, models.MODELS)
+  _choice(p, 'data.name', d.name, toy.DATASETS)
+  _choice(p, 'optim.name', o.name, OPTIMIZERS)
+  _choice(p, 'optim.schedule', o.schedule, SCHEDULES)
+  _choice(p, 'eval.teacher_ode', config.eval.teacher_ode, sampling.SOLVERS)
+
+  _in_range(p, 'loss.time_min', l.time_min, 0.0, 1.0)
+  _in_range(p, 'loss.time_max', l.time_max, 0.0, 1.0)
+  if not l.time_min < l.time_max:
+    p.append(f'loss.time_min={l.time_min} must be below loss.time_max={l.time_max} '
+             '(the time range is empty).')
+  _in_range(p, 'loss.diag_fraction', l.diag_fraction, 0.0, 1.0)
+  _in_range(p, 'loss.itvm.tau', l.itvm.tau, 0.0, 1.0, lo_open=True)
+  _in_range(p, 'loss.itvm.ema_rate', l.itvm.ema_rate, 0.0, 1.0, hi_open=True)
+  if not t.eval_ema_rates:
+    p.append('train.eval_ema_rates is empty; give at least one rate, e.g. (0.999,).')
+  for r in t.eval_ema_rates:
+    _in_range(p, 'train.eval_ema_rates', r, 0.0, 1.0, hi_open=True)
+  if not (isinstance(d.sigma0, str) and d.sigma0 == 'adaptive') and not (
+      isinstance(d.sigma0, (int, float)) and d.sigma0 > 0):
+    p.append(f"data.sigma0={d.sigma0!r} must be a positive number or 'adaptive'.")
+  if o.lr <= 0:
+    p.append(f'optim.lr={o.lr} must be positive.')
+  if o.clip < 0:
+    p.append(f'optim.clip={o.clip} must be >= 0 (0 turns clipping off).')
+  if t.num_steps < 0:
+    p.append(f'train.num_steps={t.num_steps} must be >= 0.')
+  for f in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if t[f] < 1:
+      p.append(f'train.{f}={t[f]} must be >= 1.')
+  if t.max_bad_steps < 0:
+    p.append(f'train.max_bad_steps={t.max_bad_steps} must be >= 0.')
+  if m.name == 'mlp' and (m.width < 1 or m.depth < 1):
+    p.append(f'model.width={m.width} and model.depth={m.depth} must be >= 1.')
+
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  num_processes = jax.process_count() if num_processes is None else num_processes
+  mesh_size = _mesh_size(p, config.mesh, num_devices)
+  if d.batch_size < 1:
+    p.append(f'data.batch_size={d.batch_size} must be >= 1.')
+  elif mesh_size and d.batch_size % mesh_size:
+    p.append(f'data.batch_size={d.batch_size} is not divisible by the {mesh_size} devices of the '
+             f'mesh; use a multiple of {mesh_size}.')
+  elif d.batch_size % num_processes:
+    p.append(f'data.batch_size={d.batch_size} is not divisible by the {num_processes} processes.')
+
+  e = config.eval
+  if not e.steps or any(int(n) < 1 for n in e.steps):
+    p.append(f'eval.steps={tuple(e.steps)} must be positive step counts.')
+  if e.energy_samples % 1000 or e.energy_samples < 1000 or e.energy_samples > e.num_samples:
+    p.append(f'eval.energy_samples={e.energy_samples} must be a multiple of 1000, at most '
+             f'eval.num_samples={e.num_samples}.')
+
+  if l.name in losses.NEEDS_TEACHER or t.init_from_teacher:
+    path = config_io.resolve(config.teacher.config.partition(':')[0]) if config.teacher.config else ''
+    if not path or not os.path.exists(path):
+      why = (f'loss.name={l.name!r} distils a teacher' if l.name in losses.NEEDS_TEACHER
+             else 'train.init_from_teacher=True')
+      p.append(f'{why}, but teacher.config='
+               f'{config.teacher.config!r} is not a config file; name the teacher\'s config, e.g. '
+               "configs/fm_checkerboard.py.")
+  return p
+
+
+def _mesh_size(p, mesh, num_devices):
+  sizes = (int(mesh.data), int(mesh.fsdp))
+  if any(s == 0 or s < -1 for s in sizes) or sizes == (-1, -1):
+    p.append(f'mesh.data={mesh.data}, mesh.fsdp={mesh.fsdp}: each must be a positive size or -1 '
+             '(the rest), not both -1.')
+    return None
+  fixed = int(np.prod([s for s in sizes if s != -1]))
+  if num_devices % fixed or (-1 not in sizes and fixed != num_devices):
+    p.append(f'mesh.data={mesh.data} × mesh.fsdp={mesh.fsdp} does not fit the {num_devices} '
+             'devices; sizes must multiply to the device count (use -1 for the rest).')
+    return None
+  return num_devices
+
+
+def validate(config, **kw):
+  problems = problems_of(config, **kw)
+  if problems:
+    raise ConfigError(problems)
+
+
+# --------------------------------------------------------------------------- workdir and teacher
+
+
+def _flat(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_workdir_config(config, workdir):
+  """A workdir holds one run: a config that differs from the saved one (beyond MUTABLE_PREFIXES)
+  stops the run with the differing keys, unless train.allow_config_change. Writes config.json."""
+  path = os.path.join(workdir, 'config.json')
+  new = config_io.to_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    a, b = _flat(old), _flat(new)
+    diff = sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES))
+    if diff and not config.train.allow_config_change:
+      raise ConfigError([
+          f'{workdir} holds a run with a different config: ' + ', '.join(
+              f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}' for k in diff)
+          + '. Use another --workdir, or --config.train.allow_config_change=True to continue '
+          'this run with the new values.'])
+  if jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(new, f, indent=2)
+
+
+def check_teacher_shapes(exp, teacher_params, config):
+  """Initialising from a teacher needs identical parameter shapes; name both configs otherwise."""
+  want = jax.eval_shape(exp.init_params, jax.random.key(0))
+  got_shapes = jax.tree.map(lambda a: tuple(a.shape), teacher_params)
+  want_shapes = jax.tree.map(lambda a: tuple(a.shape), want)
+  if got_shapes != want_shapes:
+    raise ConfigError([
+        f'train.init_from_teacher=True, but the teacher ({config.teacher.config}) has parameter '
+        f'shapes {_short(got_shapes)} and this model ({config.model.name}, width '
+        f'{config.model.get("width")}, depth {config.model.get("depth")}) has {_short(want_shapes)}; '
+        'give both the same model settings or set train.init_from_teacher=False.'])
+
+
+def _short(tree):
+  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: isinstance(x, tuple))
+  return '{' + ', '.join(f'{jax.tree_util.keystr(k)}: {v}' for k, v in leaves[:4]) + (
+      ', …}' if len(leaves) > 4 else '}')
