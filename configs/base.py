@@ -63,6 +63,7 @@ def get_config():
   c.train.max_bad_steps = 0          # non-finite steps skipped before the run stops (0 = stop at once)
   c.train.allow_config_change = False
   c.train.plot_every = 0             # sample plots to TensorBoard every N steps (0 = at the end only)
+  c.train.poison_steps = ()          # test hook: steps whose batch is replaced by NaN
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.config = 'configs/fm_checkerboard.py'  # path[:arg], relative to the repo or cwd

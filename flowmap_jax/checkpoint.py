@@ -3,8 +3,11 @@
 Saves happen on every process (Orbax coordinates them; saving on process 0 only hangs multi-host).
 """
 import os
+import shutil
+import time
 
 import jax
+import jax.experimental.multihost_utils  # pylint: disable=unused-import
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -22,15 +25,45 @@ def save(mngr, state, *, force=True):
 
 
 def restore_latest(mngr, abstract_state):
-  """The latest checkpoint that restores, or None. An unreadable latest checkpoint is reported and the
-  previous one is tried (a crash mid-write, a truncated file)."""
+  """The latest checkpoint that restores, or None.
+
+  An unreadable latest checkpoint (a crash mid-write, a truncated or corrupted file) is reported,
+  moved aside to `checkpoints_unreadable/` (so the run can write that step again) and the previous one
+  is tried. Orbax commits atomically, so a half-written save is never listed as a step at all.
+  """
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      state = mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
-      return state
+      return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # pylint: disable=broad-except
-      logging.warning('Checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one.',
-                      step, mngr.directory, type(e).__name__, str(e).splitlines()[0][:300])
+      message = f'{type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ""}'
+      aside = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_unreadable',
+                           f'{step}_{int(time.time())}')
+      logging.warning('Checkpoint at step %d in %s is unreadable (%s); moved it to %s and '
+                      'trying the previous one.', step, mngr.directory, message, aside)
+      jax.experimental.multihost_utils.sync_global_devices(f'unreadable_{step}')
+      if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(os.path.join(str(mngr.directory), str(step)), aside)
+      jax.experimental.multihost_utils.sync_global_devices(f'moved_{step}')
+      mngr.reload()
+  return None
+
+
+def restore_fields(mngr, abstract_fields, errors=None):
+  """Only some fields of the latest checkpoint that has them (e.g. {'eval_emas': ...} of a teacher):
+  a partial restore, so a teacher loads whatever else its train state held. Nothing is moved;
+  `errors` collects (step, message) of checkpoints that do not restore."""
+  restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), abstract_fields)
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      return mngr.restore(step, args=ocp.args.PyTreeRestore(
+          item=abstract_fields, restore_args=restore_args, partial_restore=True))
+    except Exception as e:  # pylint: disable=broad-except
+      message = f'{type(e).__name__}: {str(e).strip()[:500]}'
+      logging.warning('Checkpoint at step %d in %s does not restore (%s).', step, mngr.directory,
+                      message)
+      if errors is not None:
+        errors.append((step, message))
   return None
 
 

@@ -1,7 +1,9 @@
 """Entry point: python -m flowmap_jax.main --config configs/itvm_checkerboard.py --workdir DIR.
 
 --mode train (default: train, resuming if DIR holds a run, then evaluate), eval (re-evaluate the
-latest checkpoint), sample (write sample plots of the latest checkpoint).
+latest checkpoint), sample (write flow-map samples of the latest checkpoint).
+Exit codes: 0 done, 2 config error (message, no traceback), 3 non-finite loss, 143 preempted
+(SIGTERM; a checkpoint was written, run the same command again).
 """
 import os
 import sys
@@ -17,8 +19,9 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evalua
 flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host runs; '
                   'also set by FLOWMAP_DISTRIBUTED=1).')
-flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
+
+EXIT_CONFIG, EXIT_NONFINITE, EXIT_PREEMPTED = 2, 3, 143
 
 
 class _QuietOrbax:
@@ -28,15 +31,39 @@ class _QuietOrbax:
     return record.levelno >= 30 or 'orbax' not in record.pathname
 
 
+def _config_error(lines):
+  print('Invalid config:\n' + '\n'.join(f'  - {l}' for l in lines), file=sys.stderr)
+  sys.exit(EXIT_CONFIG)
+
+
+def parse_flags(argv):
+  """absl parsing, with a bad flag or override (wrong type, unknown field, unreadable config file)
+  reported as a config error: exit code 2 and the message, no traceback."""
+  try:
+    rest = FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  (flags.Error, config file errors)
+    cause = e.__cause__ or e
+    _config_error([f'{type(cause).__name__}: {cause}'.strip()])
+  missing = [f'--{n}' for n in ('config', 'workdir') if FLAGS[n].value is None]
+  if missing:
+    _config_error([f'{" and ".join(missing)} must be given, e.g. --config '
+                   'configs/itvm_checkerboard.py --workdir runs/itvm_checkerboard.'])
+  return rest
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietOrbax())
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.distributed or os.environ.get('FLOWMAP_DISTRIBUTED') == '1':
     jax.distributed.initialize()
-  from flowmap_jax import train  # pylint: disable=g-import-not-at-top
   from flowmap_jax import validate  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
+  # Validate before the heavy imports (TensorFlow for the writers) and before anything compiles.
+  problems = validate.problems_of(config)
+  if problems:
+    _config_error(problems)
+  from flowmap_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('Config:\n%s', config)
   try:
     if FLAGS.mode == 'train':
@@ -46,15 +73,14 @@ def main(argv):
     else:
       train.sample_workdir(config, FLAGS.workdir)
   except validate.ConfigError as e:
-    print(str(e), file=sys.stderr)
-    sys.exit(2)
+    _config_error(e.problems)
   except train.NonFiniteError as e:
     print(f'Stopped: {e}', file=sys.stderr)
-    sys.exit(3)
+    sys.exit(EXIT_NONFINITE)
   except train.Preempted as e:
     print(str(e), file=sys.stderr)
-    sys.exit(143)
+    sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -40,7 +40,7 @@ class TrainState:
   rng: jax.Array         # base key data (uint32); step keys are fold_in(rng, step)
   bad_steps: jax.Array   # int32: non-finite steps skipped so far
   last_bad_step: jax.Array  # int32: the latest non-finite step (-1: none)
-  last_bad_loss: jax.Array  # the loss at that step
+  last_bad_metrics: Any  # {name: scalar}: loss and aux terms at that step
 
 
 class NonFiniteError(RuntimeError):
@@ -117,7 +117,18 @@ class Experiment:
         target_ema=params if uses_target_ema(c.loss) else {},
         eval_emas={str(r): params for r in c.train.eval_ema_rates},
         rng=jax.random.key_data(rng), bad_steps=jnp.zeros((), jnp.int32),
-        last_bad_step=-jnp.ones((), jnp.int32), last_bad_loss=jnp.zeros((), jnp.float32))
+        last_bad_step=-jnp.ones((), jnp.int32),
+        last_bad_metrics={k: jnp.zeros((), jnp.float32) for k in self.loss_metric_names})
+
+  @functools.cached_property
+  def loss_metric_names(self):
+    """'loss' and the loss's aux keys (shapes only: nothing runs)."""
+    x = jnp.zeros((8,) + self.data_shape)
+    params = jax.eval_shape(self.init_params, jax.random.key(0))
+    teacher = lambda t, x_: x_
+    _, aux = jax.eval_shape(lambda p: self.loss_fn(
+        self.apply_fn, p, x, x, jax.random.key(0), config=self.config.loss, teacher=teacher), params)
+    return ('loss',) + tuple(sorted(aux))
 
   def init_state(self, init_params=None):
     """The initial state, built directly with its shardings (jit with out_shardings)."""
@@ -156,6 +167,9 @@ class Experiment:
     else:
       x1 = toy.sample(c.data.name, k_data, c.data.batch_size)
       x1 = jax.lax.with_sharding_constraint(x1, parallel.batch_sharding(self.mesh))
+    if c.train.poison_steps:  # test hook for the non-finite guard
+      poisoned = jnp.isin(state.step, jnp.asarray(c.train.poison_steps))
+      x1 = jnp.where(poisoned, jnp.nan, x1)
     x0 = jnp.asarray(self.sigma0, x1.dtype) * jax.random.normal(k_noise, x1.shape, x1.dtype)
     teacher = None if teacher_params is None else self.velocity(teacher_params)
     ema = state.target_ema if uses_target_ema(c.loss) else None
@@ -185,8 +199,9 @@ class Experiment:
         eval_emas={k: pick(ema_update(float(k), e), e) for k, e in state.eval_emas.items()},
         bad_steps=state.bad_steps + jnp.where(finite | halted, 0, 1).astype(jnp.int32),
         last_bad_step=jnp.where(finite | halted, state.last_bad_step, state.step),
-        last_bad_loss=jnp.where(finite | halted, state.last_bad_loss, loss.astype(jnp.float32)))
-    metrics = dict(aux, loss=loss, grad_norm=grad_norm,
+        last_bad_metrics={k: jnp.where(finite | halted, v, dict(aux, loss=loss)[k].astype(v.dtype))
+                          for k, v in state.last_bad_metrics.items()})
+    metrics = dict(aux, loss=loss, grad_norm=grad_norm, bad_steps=new.bad_steps,
                    lr=learning_rate(c.optim, c.train.num_steps)(state.step))
     return new, metrics
 
@@ -226,15 +241,24 @@ def load_teacher(config, workdir, require_existing=None):
     train_and_evaluate(tconfig, tworkdir)
   texp = Experiment(tconfig)
   mngr = checkpoint.manager(tworkdir)
-  state = checkpoint.restore_latest(mngr, texp.abstract_state())
+  errors = []
+  restored = checkpoint.restore_fields(mngr, {'eval_emas': texp.abstract_state().eval_emas}, errors)
   mngr.close()
-  if state is None:
-    raise RuntimeError(f'No readable teacher checkpoint in {tworkdir}/checkpoints.')
-  return texp, slowest_ema(state), tworkdir
+  if restored is None:
+    raise validate.ConfigError([
+        f'The teacher checkpoint in {os.path.abspath(tworkdir)}/checkpoints does not match the '
+        f'teacher config {tspec} (model {tconfig.model.name}, width {tconfig.model.get("width")}, '
+        f'depth {tconfig.model.get("depth")}): '
+        + '; '.join(f'step {s}: {m}' for s, m in errors)
+        + '. Point teacher.config at the config the teacher was trained with, or teacher.workdir '
+        'at a teacher trained with this one.'])
+  return texp, slowest_ema(restored['eval_emas']), tworkdir
 
 
-def slowest_ema(state):
-  return state.eval_emas[max(state.eval_emas, key=float)]
+def slowest_ema(state_or_emas):
+  """The evaluation EMA with the highest rate (of a TrainState or its eval_emas dict)."""
+  emas = getattr(state_or_emas, 'eval_emas', state_or_emas)
+  return emas[max(emas, key=float)]
 
 
 # --------------------------------------------------------------------------- the loop
@@ -267,12 +291,13 @@ def _check_finite(state, config, mngr):
   bad = int(jax.device_get(state.bad_steps))
   if bad > config.train.max_bad_steps:
     step = int(jax.device_get(state.last_bad_step))
-    loss = float(jax.device_get(state.last_bad_loss))
+    terms = ', '.join(f'{k}={float(v):.6g}' for k, v in
+                      jax.device_get(state.last_bad_metrics).items())
     last = mngr.latest_step()
     raise NonFiniteError(
-        f'Non-finite loss or gradient at step {step} (loss {loss}); {bad} non-finite step(s) in '
-        f'all, train.max_bad_steps={config.train.max_bad_steps}. Nothing after step {step} was '
-        f'applied and no checkpoint of it was written; the last good checkpoint is '
+        f'Non-finite loss or gradient at step {step} ({terms}); {bad} non-finite step(s) in '
+        f'all, train.max_bad_steps={config.train.max_bad_steps}. Neither step {step} nor any later '
+        f'step was applied, and no checkpoint was written after it; the last good checkpoint is '
         f'{"step " + str(last) if last is not None else "none"} in {mngr.directory}. '
         'Lower optim.lr, check the data, or raise train.max_bad_steps to skip such steps.')
   return bad
@@ -314,35 +339,37 @@ def train_and_evaluate(config, workdir):
   step_fn = exp.jit_train_step
   batch = {}
   t0 = time.time()
-  with _SigtermFlag() as sigterm:
-    step = start
-    while step < num_steps:
-      state, metrics = step_fn(state, batch, step_teacher)
-      step += 1
-      report(step)
-      if step % config.train.log_every == 0 or step == num_steps:
-        _check_finite(state, config, mngr)
-        writer.write_scalars(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
-      if config.train.plot_every and step % config.train.plot_every == 0:
-        evaluate.write_sample_plots(exp, state, writer, step)
-      if step % config.train.checkpoint_every == 0 or step == num_steps:
-        _check_finite(state, config, mngr)
-        checkpoint.save(mngr, state)
-      if sigterm.raised:
-        _check_finite(state, config, mngr)
-        checkpoint.save(mngr, state)
-        mngr.wait_until_finished()
-        writer.flush()
-        raise Preempted(f'SIGTERM at step {step}: checkpoint saved in {mngr.directory}; run the '
-                        'same command again to resume.')
-  mngr.wait_until_finished()
-  if step > start:
-    logging.info('Trained steps %d..%d in %.1fs.', start, step, time.time() - t0)
-  results = evaluate.evaluate(exp, state, workdir, writer=writer, teacher_exp=teacher_exp,
-                              teacher_params=teacher_params, teacher_workdir=teacher_workdir)
-  writer.flush()
-  mngr.close()
-  return results
+  try:
+    with _SigtermFlag() as sigterm:
+      step = start
+      while step < num_steps:
+        state, metrics = step_fn(state, batch, step_teacher)
+        step += 1
+        report(step)
+        if step % config.train.log_every == 0 or step == num_steps:
+          _check_finite(state, config, mngr)
+          writer.write_scalars(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
+        if config.train.plot_every and step % config.train.plot_every == 0:
+          evaluate.write_sample_plots(exp, state, writer, step)
+        if step % config.train.checkpoint_every == 0 or step == num_steps:
+          _check_finite(state, config, mngr)  # never checkpoint a state after a bad step
+          checkpoint.save(mngr, state)
+        if sigterm.raised:
+          _check_finite(state, config, mngr)
+          checkpoint.save(mngr, state)
+          raise Preempted(f'SIGTERM at step {step}: checkpoint saved in {mngr.directory}; run '
+                          'the same command again to resume.')
+    mngr.wait_until_finished()
+    if step > start:
+      logging.info('Trained steps %d..%d in %.1fs.', start, step, time.time() - t0)
+    return evaluate.evaluate(exp, state, workdir, writer=writer, teacher_exp=teacher_exp,
+                             teacher_params=teacher_params, teacher_workdir=teacher_workdir)
+  finally:
+    # Also on errors: pending saves finish and Orbax's threads stop before the process exits.
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.flush()
+    writer.close()
 
 
 def evaluate_workdir(config, workdir):
