@@ -83,6 +83,7 @@ def get_config():
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                   # -1: every device not used by fsdp
   c.mesh.fsdp = 1
+  c.mesh.fsdp_min_size = 2 ** 16     # arrays with fewer elements stay replicated
   return c
 
 

@@ -89,7 +89,9 @@ def evaluate(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_para
   data2 = sampling.in_batches(draw, k_floor, e.num_samples, e.batch_size)
   results = {'step': int(jax.device_get(state.step)), 'loss': config.loss.name,
              'estimator': _estimator(config), 'floor': _scores(data, data2, e.energy_samples)}
-  params = slowest_ema(state)
+  # Host copies: evaluation runs on each process's local devices, whatever the training mesh.
+  params = jax.device_get(slowest_ema(state))
+  teacher_params = jax.device_get(teacher_params)
   panels = {'data': data}
 
   if config.loss.name != 'fm':
@@ -133,7 +135,7 @@ def write_sample_plots(exp, state, writer, step, n=20_000):
   from flowmap_jax.train import slowest_ema  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return
-  params = slowest_ema(state)
+  params = jax.device_get(slowest_ema(state))
   rng = jax.random.key(exp.config.seed + 20_000)
   panels = {'data': np.asarray(toy.sample(exp.config.data.name, rng, n))}
   for k in (1, 2, 4, 8):

@@ -51,12 +51,29 @@ def parse_flags(argv):
   return rest
 
 
+def initialize_distributed(jax):
+  """JAX's multi-controller runtime, only when the launcher asks for it (never at import).
+
+  On Cloud TPU and under SLURM, jax.distributed.initialize() finds the coordinator itself; elsewhere
+  (launch/local.sh) FLOWMAP_COORDINATOR, FLOWMAP_NUM_PROCESSES and FLOWMAP_PROCESS_ID name it.
+  """
+  env = os.environ
+  if 'FLOWMAP_COORDINATOR' in env:
+    jax.distributed.initialize(coordinator_address=env['FLOWMAP_COORDINATOR'],
+                               num_processes=int(env['FLOWMAP_NUM_PROCESSES']),
+                               process_id=int(env['FLOWMAP_PROCESS_ID']))
+  else:
+    jax.distributed.initialize()
+  logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def main(argv):
   del argv
   logging.get_absl_handler().addFilter(_QuietOrbax())
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.distributed or os.environ.get('FLOWMAP_DISTRIBUTED') == '1':
-    jax.distributed.initialize()
+    initialize_distributed(jax)
   from flowmap_jax import validate  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
   # Validate before the heavy imports (TensorFlow for the writers) and before anything compiles.

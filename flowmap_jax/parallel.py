@@ -1,7 +1,9 @@
 """Device mesh and shardings: one `Mesh` with a `data` and an `fsdp` axis, from one CPU to a pod.
 
-The batch is sharded over both axes; parameters are replicated (small 2-D models). jit with these
-shardings replaces pmap: the same train_step runs on 1 device, 8 devices or many hosts.
+The batch is split over both axes. Parameters (and everything shaped like them: optimiser moments,
+EMAs) are replicated when small and FSDP-sharded when large: the largest dimension divisible by the
+`fsdp` size is split over `fsdp`. jit with these shardings replaces pmap: the same train_step runs on
+1 device, 8 devices or many hosts, and XLA inserts the collectives.
 """
 import jax
 import numpy as np
@@ -25,6 +27,7 @@ def mesh_shape(mesh_config, num_devices):
 
 
 def make_mesh(mesh_config, devices=None):
+  """The global mesh over every device of every process (jax.devices() is global)."""
   devices = jax.devices() if devices is None else devices
   data, fsdp = mesh_shape(mesh_config, len(devices))
   return Mesh(np.asarray(devices).reshape(data, fsdp), ('data', 'fsdp'))
@@ -37,3 +40,28 @@ def replicated(mesh):
 def batch_sharding(mesh):
   """Leading (batch) axis split over every device of the mesh."""
   return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def fsdp_spec(shape, fsdp_size, min_size):
+  """PartitionSpec of one array: replicated below `min_size` elements (or when no dimension divides
+  by the fsdp size), else its largest fsdp-divisible dimension split over `fsdp`."""
+  if fsdp_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  dims = [i for i in np.argsort(shape)[::-1] if shape[i] % fsdp_size == 0]
+  if not dims:
+    return P()
+  spec = [None] * len(shape)
+  spec[dims[0]] = 'fsdp'
+  return P(*spec)
+
+
+def tree_shardings(mesh, tree, min_size):
+  """NamedShardings for every leaf of a tree of arrays or ShapeDtypeStructs, by `fsdp_spec`."""
+  fsdp = mesh.shape['fsdp']
+  return jax.tree.map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape, fsdp, min_size)), tree)
+
+
+def global_batch(local, mesh):
+  """A global array from each process's slice of the batch (multi-host input feeding)."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)

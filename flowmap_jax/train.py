@@ -147,9 +147,11 @@ class Experiment:
                         shapes, shardings)
 
   def state_shardings(self):
+    """Parameter-shaped leaves (params, optimiser moments, EMAs) by the FSDP rule; the rest
+    (step, key, counters) replicated."""
     shapes = jax.eval_shape(lambda: self._state_from_params(
         self.init_params(jax.random.key(0)), jax.random.key(0)))
-    return jax.tree.map(lambda _: parallel.replicated(self.mesh), shapes)
+    return parallel.tree_shardings(self.mesh, shapes, self.config.mesh.fsdp_min_size)
 
   # ------------------------------------------------------------------------- the pure step
 
@@ -272,6 +274,8 @@ class _SigtermFlag:
     self._old = None
 
   def __enter__(self):
+    if jax.process_count() > 1:  # JAX's own preemption notifier owns SIGTERM there
+      return self
     try:
       self._old = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread (e.g. a notebook worker): no handler
@@ -354,11 +358,15 @@ def train_and_evaluate(config, workdir):
         if step % config.train.checkpoint_every == 0 or step == num_steps:
           _check_finite(state, config, mngr)  # never checkpoint a state after a bad step
           checkpoint.save(mngr, state)
-        if sigterm.raised:
+        # One process: our SIGTERM flag. Several: JAX's preemption sync point, so that every
+        # host saves at the same step (a local flag would leave the others waiting in the save).
+        preempted = (sigterm.raised if jax.process_count() == 1
+                     else mngr.reached_preemption(step))
+        if preempted:
           _check_finite(state, config, mngr)
           checkpoint.save(mngr, state)
-          raise Preempted(f'SIGTERM at step {step}: checkpoint saved in {mngr.directory}; run '
-                          'the same command again to resume.')
+          raise Preempted(f'Preempted (SIGTERM) at step {step}: checkpoint saved in '
+                          f'{mngr.directory}; run the same command again to resume.')
     mngr.wait_until_finished()
     if step > start:
       logging.info('Trained steps %d..%d in %.1fs.', start, step, time.time() - t0)
@@ -413,7 +421,7 @@ def sample_workdir(config, workdir, num_samples=20_000):
   mngr.close()
   if state is None:
     raise validate.ConfigError([f'--mode sample: no checkpoint in {workdir}/checkpoints.'])
-  params, rng = slowest_ema(state), jax.random.key(config.seed + 30_000)
+  params, rng = jax.device_get(slowest_ema(state)), jax.random.key(config.seed + 30_000)
   samples = {f'{n} steps': evaluate.flow_map_samples(exp, params, rng, num_samples, n, num_samples)
              for n in config.eval.steps}
   step = int(jax.device_get(state.step))
