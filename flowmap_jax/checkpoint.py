@@ -1,20 +1,20 @@
 """Orbax checkpoints under `workdir/checkpoints`: save, resume from the latest, load a teacher.
 
 Saves happen on every process (Orbax coordinates them; saving on process 0 only hangs multi-host).
+Paths go through etils.epath, so a workdir may be local or on a bucket (gs://...).
 """
-import os
-import shutil
 import time
 
 import jax
 import jax.experimental.multihost_utils  # pylint: disable=unused-import
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 
 def manager(workdir, keep=3):
   return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, 'checkpoints')),
+      epath.Path(workdir).absolute() / 'checkpoints',
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
@@ -36,14 +36,14 @@ def restore_latest(mngr, abstract_state):
       return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as e:  # pylint: disable=broad-except
       message = f'{type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ""}'
-      aside = os.path.join(os.path.dirname(str(mngr.directory)), 'checkpoints_unreadable',
-                           f'{step}_{int(time.time())}')
+      aside = (epath.Path(mngr.directory).parent / 'checkpoints_unreadable'
+               / f'{step}_{int(time.time())}')
       logging.warning('Checkpoint at step %d in %s is unreadable (%s); moved it to %s and '
                       'trying the previous one.', step, mngr.directory, message, aside)
       jax.experimental.multihost_utils.sync_global_devices(f'unreadable_{step}')
       if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(aside), exist_ok=True)
-        shutil.move(os.path.join(str(mngr.directory), str(step)), aside)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        (epath.Path(mngr.directory) / str(step)).rename(aside)
       jax.experimental.multihost_utils.sync_global_devices(f'moved_{step}')
       mngr.reload()
   return None
@@ -68,5 +68,5 @@ def restore_fields(mngr, abstract_fields, errors=None):
 
 
 def has_checkpoint(workdir):
-  d = os.path.join(workdir, 'checkpoints')
-  return os.path.isdir(d) and any(n.isdigit() for n in os.listdir(d))
+  d = epath.Path(workdir) / 'checkpoints'
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())

@@ -5,14 +5,13 @@ Every sampler starts from the same base noise. The flow map samples with the slo
 NFEs and an adaptive ODE); its numbers are taken from the teacher's own eval.json when that was
 computed with the same estimator settings, so a teacher shared by several students is evaluated once.
 """
-import functools
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from flowmap_jax import sampling
 from flowmap_jax.data import toy
@@ -68,11 +67,10 @@ def teacher_scores(texp, tparams, data, rng, config):
 
 
 def _cached_teacher(teacher_workdir, config):
-  path = os.path.join(teacher_workdir, 'eval.json')
-  if not os.path.exists(path):
+  path = epath.Path(teacher_workdir) / 'eval.json'
+  if not path.exists():
     return None
-  with open(path) as f:
-    cached = json.load(f)
+  cached = json.loads(path.read_text())
   if cached.get('estimator') != _estimator(config) or 'teacher_ode' not in cached:
     return None
   return {k: cached[k] for k in ('teacher_euler', 'teacher_ode')}
@@ -107,7 +105,7 @@ def evaluate(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_para
     cached = _cached_teacher(teacher_workdir, config) if teacher_workdir else None
     if cached is not None:
       results.update(cached)
-      results['teacher_source'] = os.path.join(teacher_workdir, 'eval.json')
+      results['teacher_source'] = str(epath.Path(teacher_workdir) / 'eval.json')
     else:
       scores, tpanels = teacher_scores(texp, tparams, data, k_noise, config)
       results.update(scores)
@@ -115,13 +113,10 @@ def evaluate(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_para
         panels.update(tpanels)
 
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-    with open(os.path.join(workdir, 'eval.md'), 'w') as f:
-      f.write(markdown(results))
+    epath.Path(workdir, 'eval.json').write_text(json.dumps(results, indent=2))
+    epath.Path(workdir, 'eval.md').write_text(markdown(results))
     image = plots.density_panel(panels, title=f'{config.loss.name}, step {results["step"]}')
-    os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
-    plots.save_png(image, os.path.join(workdir, 'plots', 'samples.png'))
+    plots.save_png(image, epath.Path(workdir, 'plots', 'samples.png'))
     if writer is not None:
       writer.write_images(results['step'], {'eval/samples': image[None]})
       scalars = {f'eval/flow_map_kl_{n}': v['kl'] for n, v in results.get('flow_map', {}).items()}

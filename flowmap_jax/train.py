@@ -5,8 +5,6 @@ with the same workdir resumes from its latest checkpoint; the data of step k are
 fold_in(base key, k), so a resumed run is the same run.
 """
 import functools
-import json
-import os
 import signal
 import time
 from typing import Any
@@ -19,6 +17,7 @@ import optax
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+from etils import epath
 
 from flowmap_jax import checkpoint
 from flowmap_jax import config_io
@@ -223,7 +222,7 @@ def needs_teacher(config):
 
 
 def teacher_paths(config, workdir):
-  tworkdir = config.teacher.workdir or os.path.join(workdir, 'teacher')
+  tworkdir = config.teacher.workdir or str(epath.Path(workdir) / 'teacher')
   return config.teacher.config, tworkdir
 
 
@@ -236,7 +235,7 @@ def load_teacher(config, workdir, require_existing=None):
     if config.teacher.require_existing or require_existing:
       raise validate.ConfigError([
           f'teacher.require_existing=True but no teacher checkpoint exists at '
-          f'{os.path.abspath(os.path.join(tworkdir, "checkpoints"))}: train it with '
+          f'{epath.Path(tworkdir).absolute() / "checkpoints"}: train it with '
           f'`python -m flowmap_jax.main --config {tspec} --workdir {tworkdir}`, or set '
           f'teacher.workdir to where it is.'])
     logging.info('No teacher checkpoint in %s: training the teacher (%s) first.', tworkdir, tspec)
@@ -248,7 +247,7 @@ def load_teacher(config, workdir, require_existing=None):
   mngr.close()
   if restored is None:
     raise validate.ConfigError([
-        f'The teacher checkpoint in {os.path.abspath(tworkdir)}/checkpoints does not match the '
+        f'The teacher checkpoint in {epath.Path(tworkdir).absolute()}/checkpoints does not match the '
         f'teacher config {tspec} (model {tconfig.model.name}, width {tconfig.model.get("width")}, '
         f'depth {tconfig.model.get("depth")}): '
         + '; '.join(f'step {s}: {m}' for s, m in errors)
@@ -310,7 +309,7 @@ def _check_finite(state, config, mngr):
 def train_and_evaluate(config, workdir):
   """Trains (resuming from `workdir` if it holds a run), then evaluates; returns the eval dict."""
   validate.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   validate.check_workdir_config(config, workdir)
 
   teacher_exp = teacher_params = teacher_workdir = None
@@ -426,8 +425,8 @@ def sample_workdir(config, workdir, num_samples=20_000):
              for n in config.eval.steps}
   step = int(jax.device_get(state.step))
   if jax.process_index() == 0:
-    np.savez(os.path.join(workdir, 'samples.npz'), **{k.split()[0]: v for k, v in samples.items()})
-    os.makedirs(os.path.join(workdir, 'plots'), exist_ok=True)
+    with epath.Path(workdir, 'samples.npz').open('wb') as f:
+      np.savez(f, **{k.split()[0]: v for k, v in samples.items()})
     plots.save_png(plots.density_panel(samples, title=f'step {step}'),
-                   os.path.join(workdir, 'plots', f'samples_{step}.png'))
+                   epath.Path(workdir, 'plots', f'samples_{step}.png'))
   return samples

@@ -8,6 +8,7 @@ import os
 
 import jax
 import numpy as np
+from etils import epath
 
 from flowmap_jax import config_io
 from flowmap_jax import interpolants
@@ -157,11 +158,10 @@ def _flat(d, prefix=''):
 def check_workdir_config(config, workdir):
   """A workdir holds one run: a config that differs from the saved one (beyond MUTABLE_PREFIXES)
   stops the run with the differing keys, unless train.allow_config_change. Writes config.json."""
-  path = os.path.join(workdir, 'config.json')
+  path = epath.Path(workdir) / 'config.json'
   new = config_io.to_dict(config)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  if path.exists():
+    old = json.loads(path.read_text())
     a, b = _flat(old), _flat(new)
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES))
@@ -172,8 +172,7 @@ def check_workdir_config(config, workdir):
           + '. Use another --workdir, or --config.train.allow_config_change=True to continue '
           'this run with the new values.'])
   if jax.process_index() == 0:
-    with open(path, 'w') as f:
-      json.dump(new, f, indent=2)
+    path.write_text(json.dumps(new, indent=2))
 
 
 def check_teacher_shapes(exp, teacher_params, config):

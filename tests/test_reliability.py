@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from flowmap_jax import checkpoint
-from flowmap_jax import config_io
 from flowmap_jax import train
 from flowmap_jax import validate
 from test_pipeline import REPO, run_main, smoke

@@ -1,5 +1,8 @@
 """Plots of 2-D samples (PNG files and arrays for TensorBoard)."""
+import io
+
 import matplotlib
+from etils import epath
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,4 +31,9 @@ def density_panel(samples: dict, title='', limit=kl.LIMIT, bins=200):
 
 
 def save_png(image, path):
-  plt.imsave(path, image)
+  """Writes an RGB array as PNG to a local or bucket path (etils.epath), creating its folder."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buf = io.BytesIO()
+  plt.imsave(buf, image, format='png')
+  path.write_bytes(buf.getvalue())
