@@ -18,7 +18,7 @@ from flowmap_jax import train
 LOSSES = ['lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow']
 
 
-def run(workdir, steps, lr, num_samples, teacher_steps, only=None):
+def run(workdir, steps, lr, schedule, num_samples, teacher_steps, only=None):
   teacher_dir = os.path.join(workdir, 'teacher')
   rows, times = {}, {}
   for name in only or LOSSES:
@@ -27,7 +27,7 @@ def run(workdir, steps, lr, num_samples, teacher_steps, only=None):
     c.teacher.workdir = teacher_dir
     c.train.init_from_teacher = True
     c.train.num_steps = steps
-    c.optim.lr, c.optim.schedule = lr, 'constant'
+    c.optim.lr, c.optim.schedule = lr, schedule
     c.eval.num_samples = num_samples
     c.train.checkpoint_every = steps
     if not os.path.exists(teacher_dir):  # the teacher is trained once, by the first student
@@ -73,14 +73,16 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument('--workdir', default='runs/compare_2d')
   ap.add_argument('--steps', type=int, default=3000)
-  ap.add_argument('--lr', type=float, default=1e-4)
+  ap.add_argument('--lr', type=float, default=1e-3)
+  ap.add_argument('--schedule', default='cosine')
   ap.add_argument('--teacher_steps', type=int, default=4000)
-  ap.add_argument('--num_samples', type=int, default=1_000_000)
+  ap.add_argument('--num_samples', type=int, default=500_000)
   ap.add_argument('--losses', default=','.join(LOSSES))
   ap.add_argument('--results', action='store_true', help='write the table into RESULTS.md')
   args = ap.parse_args()
   t0 = time.time()
-  rows, times = run(args.workdir, args.steps, args.lr, args.num_samples, args.teacher_steps,
+  rows, times = run(args.workdir, args.steps, args.lr, args.schedule, args.num_samples,
+                    args.teacher_steps,
                     args.losses.split(','))
   md = table(rows, times, args.steps)
   print(md)
@@ -89,9 +91,11 @@ def main():
   if args.results:
     write_results('2-D: the seven losses at one budget (compare_2d.py)', (
         f'Command: `python benchmarks/compare_2d.py --workdir {args.workdir} --steps {args.steps} '
-        f'--lr {args.lr} --teacher_steps {args.teacher_steps} --num_samples {args.num_samples} '
+        f'--lr {args.lr} --schedule {args.schedule} --teacher_steps {args.teacher_steps} '
+        f'--num_samples {args.num_samples} '
         f'--results`\n\nCheckerboard, 4×256 MLP, batch 2048, every student from the teacher\'s '
-        f'weights, {args.steps} steps at lr {args.lr}; KL(data ‖ model) on {args.num_samples:,} '
+        f'weights, {args.steps} steps at lr {args.lr} ({args.schedule}), each loss with its own '
+        f'diag_fraction (distillation 0.25, self-distillation 0.75); KL(data ‖ model) on {args.num_samples:,} '
         f'samples. Total wall time {total:.0f} s on this machine (2 CPU cores), teacher '
         f'included.\n\n' + md))
 

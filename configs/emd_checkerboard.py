@@ -1,12 +1,6 @@
-"""EMD distillation of the checkerboard teacher (Boffi et al. 2024)."""
+"""EMD (Eulerian map distillation, Boffi et al. 2024) of the checkerboard teacher."""
 from configs import base
 
 
 def get_config(arg=None):
-  c = base.checkerboard_2d(base.get_config())
-  c.loss.name = 'emd'
-  c.teacher.config = 'configs/fm_checkerboard.py'
-  c.train.init_from_teacher = True
-  c.train.num_steps = 3000
-  c.optim.lr = 1e-4
-  return base.finish(c, arg)
+  return base.distillation_2d('emd', arg)

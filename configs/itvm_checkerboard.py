@@ -1,12 +1,10 @@
-"""ITVM distillation of the checkerboard teacher (the embedded default)."""
+"""ITVM distillation of the checkerboard teacher (the embedded default).
+
+`--config.loss.itvm.y_source=online` gives the derivative-free LFMD variant of ALGORITHMS.md §3.4
+(y = X_θ(s, u, x_s) with gradient instead of from the target EMA).
+"""
 from configs import base
 
 
 def get_config(arg=None):
-  c = base.checkerboard_2d(base.get_config())
-  c.loss.name = 'itvm'
-  c.teacher.config = 'configs/fm_checkerboard.py'
-  c.train.init_from_teacher = True
-  c.train.num_steps = 3000
-  c.optim.lr = 1e-4
-  return base.finish(c, arg)
+  return base.distillation_2d('itvm', arg)

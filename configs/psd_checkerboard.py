@@ -1,13 +1,7 @@
-"""PSD self-distillation on the checkerboard, from scratch: PSD-M; PSD-U by
---config.loss.psd.gamma=uniform."""
+"""PSD (progressive self-distillation, Boffi et al. 2025) on the checkerboard, from scratch:
+PSD-M (γ = 1/2); PSD-U by --config.loss.psd.gamma=uniform."""
 from configs import base
 
 
 def get_config(arg=None):
-  c = base.checkerboard_2d(base.get_config())
-  c.loss.name = 'psd'
-  c.loss.psd.gamma = 'midpoint'
-  c.train.num_steps = 8000
-  c.optim.lr = 1e-3
-  c.optim.schedule = 'cosine'
-  return base.finish(c, arg)
+  return base.self_distillation_2d('psd', arg)

@@ -27,6 +27,17 @@ def load(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
+def flatten(d, prefix=''):
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
 def to_dict(config):
   """A JSON-able plain dict (tuples become lists)."""
   return json.loads(config.to_json())

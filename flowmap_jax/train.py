@@ -334,7 +334,7 @@ def train_and_evaluate(config, workdir):
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   if start == 0:
-    writer.write_hparams({k: v for k, v in _flatten(config_io.to_dict(config)).items()
+    writer.write_hparams({k: v for k, v in config_io.flatten(config_io.to_dict(config)).items()
                           if isinstance(v, (int, float, str, bool))})
   num_steps = config.train.num_steps
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
@@ -379,6 +379,17 @@ def train_and_evaluate(config, workdir):
     writer.close()
 
 
+def _restore_finished(config, workdir, mode):
+  """(Experiment, latest state) of a workdir, for --mode eval and sample."""
+  exp = Experiment(config)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  state = checkpoint.restore_latest(mngr, exp.abstract_state())
+  mngr.close()
+  if state is None:
+    raise validate.ConfigError([f'--mode {mode}: no checkpoint in {workdir}/checkpoints.'])
+  return exp, state
+
+
 def evaluate_workdir(config, workdir):
   """--mode eval: restore the latest checkpoint of `workdir` and rewrite eval.json / eval.md."""
   validate.validate(config)
@@ -386,12 +397,7 @@ def evaluate_workdir(config, workdir):
   if needs_teacher(config):
     teacher_exp, teacher_params, teacher_workdir = load_teacher(config, workdir,
                                                                 require_existing=True)
-  exp = Experiment(config)
-  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  state = checkpoint.restore_latest(mngr, exp.abstract_state())
-  mngr.close()
-  if state is None:
-    raise validate.ConfigError([f'--mode eval: no checkpoint in {workdir}/checkpoints.'])
+  exp, state = _restore_finished(config, workdir, 'eval')
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   results = evaluate.evaluate(exp, state, workdir, writer=writer, teacher_exp=teacher_exp,
                               teacher_params=teacher_params, teacher_workdir=teacher_workdir)
@@ -399,27 +405,12 @@ def evaluate_workdir(config, workdir):
   return results
 
 
-def _flatten(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def sample_workdir(config, workdir, num_samples=20_000):
   """--mode sample: flow-map samples of the latest checkpoint at each eval step count, written to
   workdir/samples.npz and workdir/plots/samples_<step>.png."""
   from flowmap_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
   validate.validate(config)
-  exp = Experiment(config)
-  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  state = checkpoint.restore_latest(mngr, exp.abstract_state())
-  mngr.close()
-  if state is None:
-    raise validate.ConfigError([f'--mode sample: no checkpoint in {workdir}/checkpoints.'])
+  exp, state = _restore_finished(config, workdir, 'sample')
   params, rng = jax.device_get(slowest_ema(state)), jax.random.key(config.seed + 30_000)
   samples = {f'{n} steps': evaluate.flow_map_samples(exp, params, rng, num_samples, n, num_samples)
              for n in config.eval.steps}

@@ -145,16 +145,6 @@ def validate(config, **kw):
 # --------------------------------------------------------------------------- workdir and teacher
 
 
-def _flat(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def check_workdir_config(config, workdir):
   """A workdir holds one run: a config that differs from the saved one (beyond MUTABLE_PREFIXES)
   stops the run with the differing keys, unless train.allow_config_change. Writes config.json."""
@@ -162,7 +152,7 @@ def check_workdir_config(config, workdir):
   new = config_io.to_dict(config)
   if path.exists():
     old = json.loads(path.read_text())
-    a, b = _flat(old), _flat(new)
+    a, b = config_io.flatten(old), config_io.flatten(new)
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES))
     if diff and not config.train.allow_config_change:

@@ -1,0 +1,104 @@
+"""Every loss's training-step cost relative to flow matching, measured side by side in one process.
+
+For each loss: median step time after compilation, XLA's memory estimate of the compiled step
+(`compiled.memory_analysis()`: temporaries + outputs), compile time, and the network passes the loss
+costs in forward-equivalents (a forward 1, a backward 2, a jvp 2 and its backward 4; frozen teacher
+and EMA evaluations are forwards), each relative to fm. Prints a Markdown table; --results writes it
+into benchmarks/RESULTS.md.
+
+  python benchmarks/step_cost.py --network mlp --batch 4096 --results
+"""
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+
+from flowmap_jax import config_io
+from flowmap_jax import losses
+from flowmap_jax import train
+
+LOSSES = ['fm', 'lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow']
+
+
+def passes(name, d):
+  """Forward-equivalents per example at diag_fraction d (o = 1 − d off-diagonal), from each loss's
+  code: F fwd = 1, fwd+bwd = 3, jvp = 2, jvp + its bwd = 6 (meanflow: bwd through the primal only, 4)."""
+  o = 1 - d
+  return {
+      'fm': 3.0,
+      'lmd': 3 * d + d + 6 * o + o,            # diag fwd+bwd, teacher on diag; jvp+bwd, teacher(X)
+      'emd': 3 * d + d + o + 6 * o,            # diag fwd+bwd, teacher on diag; teacher b_s, jvp+bwd
+      'itvm': 3 * (1 + o) + 1 + 2 * o,         # one online call on B + o·B, teacher on B, 2 EMA fwds
+      'lsd': 3 * d + 6 * o + o,                # diag FM; jvp+bwd; target v(t,t,X)
+      'esd': 3 * d + o + (3 + 4) * o,          # diag FM; v(s,s); primal + 2 tangents, bwd of one
+      'psd': 3.0 + 2 * o,                      # one fwd+bwd on B; two target fwds
+      'meanflow': 3 * d + 4 * o,               # diag FM; jvp with bwd through v only
+  }[name]
+
+
+def measure(name, args):
+  c = config_io.load('configs/itvm_checkerboard.py')
+  c.loss.name = name
+  c.loss.diag_fraction = args.diag_fraction
+  c.data.batch_size = args.batch
+  c.model.width, c.model.depth = args.width, args.depth
+  exp = train.Experiment(c)
+  state = exp.init_state()
+  teacher = exp.init_params(jax.random.key(1)) if name in losses.NEEDS_TEACHER else None
+  t0 = time.time()
+  compiled = exp.jit_train_step.lower(state, {}, teacher).compile()
+  compile_s = time.time() - t0
+  mem = compiled.memory_analysis()
+  mem_bytes = mem.temp_size_in_bytes + mem.output_size_in_bytes if mem else float('nan')
+  for _ in range(args.warmup):
+    state, m = compiled(state, {}, teacher)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(args.repeats):
+    t = time.perf_counter()
+    state, m = compiled(state, {}, teacher)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  return {'time': statistics.median(times), 'mem': mem_bytes, 'compile': compile_s,
+          'passes': passes(name, args.diag_fraction) if name != 'fm' else 3.0}
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--network', default='mlp', choices=['mlp'])
+  ap.add_argument('--batch', type=int, default=4096)
+  ap.add_argument('--width', type=int, default=256)
+  ap.add_argument('--depth', type=int, default=4)
+  ap.add_argument('--diag_fraction', type=float, default=0.75)
+  ap.add_argument('--repeats', type=int, default=30)
+  ap.add_argument('--warmup', type=int, default=3)
+  ap.add_argument('--losses', default=','.join(LOSSES))
+  ap.add_argument('--results', action='store_true')
+  args = ap.parse_args()
+  names = args.losses.split(',')
+  rows = {n: measure(n, args) for n in names}
+  fm = rows['fm']
+  lines = ['| loss | step time | time / fm | passes / fm | measured ÷ predicted | memory / fm | '
+           'compile |', '|---|---|---|---|---|---|---|']
+  for n, r in rows.items():
+    t_ratio, p_ratio = r['time'] / fm['time'], r['passes'] / fm['passes']
+    lines.append(f'| {n} | {r["time"] * 1e3:.1f} ms | {t_ratio:.2f}× | {p_ratio:.2f}× | '
+                 f'{t_ratio / p_ratio:.2f} | {r["mem"] / fm["mem"]:.2f}× | {r["compile"]:.1f} s |')
+  device = jax.devices()[0]
+  machine = (f'{device.device_kind} ({jax.device_count()} device(s)), {platform.processor() or platform.machine()}, '
+             f'jax {jax.__version__}')
+  head = (f'{args.network.upper()} {args.depth}×{args.width}, batch {args.batch}, diag_fraction '
+          f'{args.diag_fraction}; median of {args.repeats} steps after compilation; {machine}.')
+  table = '\n'.join(lines)
+  print(head + '\n\n' + table)
+  if args.results:
+    from compare_2d import write_results  # pylint: disable=g-import-not-at-top
+    write_results(f'Step cost per loss: {args.network} (step_cost.py, {device.platform})',
+                  f'Command: `python benchmarks/step_cost.py --network {args.network} --batch '
+                  f'{args.batch} --results`\n\n{head}\n\n{table}')
+
+
+if __name__ == '__main__':
+  main()
