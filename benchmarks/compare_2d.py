@@ -95,7 +95,7 @@ def main():
         f'--num_samples {args.num_samples} '
         f'--results`\n\nCheckerboard, 4×256 MLP, batch 2048, every student from the teacher\'s '
         f'weights, {args.steps} steps at lr {args.lr} ({args.schedule}), each loss with its own '
-        f'diag_fraction (distillation 0.25, self-distillation 0.75); KL(data ‖ model) on {args.num_samples:,} '
+        f'diag_fraction (distillation 0.5, self-distillation 0.75); KL(data ‖ model) on {args.num_samples:,} '
         f'samples. Total wall time {total:.0f} s on this machine (2 CPU cores), teacher '
         f'included.\n\n' + md))
 
