@@ -32,7 +32,7 @@ def passes(name, d):
       'emd': 3 * d + d + o + 6 * o,            # diag fwd+bwd, teacher on diag; teacher b_s, jvp+bwd
       'itvm': 3 * (1 + o) + 1 + 2 * o,         # one online call on B + o·B, teacher on B, 2 EMA fwds
       'lsd': 3 * d + 6 * o + o,                # diag FM; jvp+bwd; target v(t,t,X)
-      'esd': 3 * d + o + (3 + 4) * o,          # diag FM; v(s,s); primal + 2 tangents, bwd of one
+      'esd': 3 * d + o + 6 * o + 2 * o,        # diag FM; v(s,s); jvp over s + bwd; jvp over x (sg)
       'psd': 3.0 + 2 * o,                      # one fwd+bwd on B; two target fwds
       'meanflow': 3 * d + 4 * o,               # diag FM; jvp with bwd through v only
   }[name]

@@ -68,13 +68,12 @@ def X_and_eulerian(apply_fn, params, s, t, x, b):
 
 
 def X_ds_and_dx(apply_fn, params, s, t, x, b):
-  """(X, ∂_s X, ∇_x X · b) with the primal computed once and both tangents batched (ESD needs them
-  apart, to stop the gradient through ∇_x X · b only)."""
-  f = lambda s_, x_: X(apply_fn, params, s_, t, x_)
-  tan_s = jnp.stack([jnp.ones_like(s), jnp.zeros_like(s)])
-  tan_x = jnp.stack([jnp.zeros_like(x), b])
-  X_, dX = jax.vmap(lambda ts, tx: jax.jvp(f, (s, x), (ts, tx)), out_axes=(None, 0))(tan_s, tan_x)
-  return X_, dX[0], dX[1]
+  """(X, ∂_s X, ∇_x X · b) for ESD, which needs the two apart to stop the gradient through ∇_x X · b
+  only: two jvps, the second under stop_gradient so it costs a forward-mode pass and no backward.
+  (One primal with both tangents batched by vmap measured 2.5× slower on CPU.)"""
+  X_, dX_ds = X_and_ds(apply_fn, params, s, t, x)
+  _, dX_dx = jvp(_fn_X(apply_fn), jax.lax.stop_gradient(params), s, t, x, dx=b)
+  return X_, dX_ds, dX_dx
 
 
 def v_and_eulerian(apply_fn, params, s, t, x, b):
