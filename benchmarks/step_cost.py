@@ -7,6 +7,8 @@ and EMA evaluations are forwards), each relative to fm. Prints a Markdown table;
 into benchmarks/RESULTS.md.
 
   python benchmarks/step_cost.py --network mlp --batch 4096 --results
+  python benchmarks/step_cost.py --network unet --batch 8 --losses fm,lsd,itvm --results  # CIFAR-10
+  python benchmarks/step_cost.py --network dit --batch 8 --results                        # DiT-S/2
 """
 import argparse
 import platform
@@ -14,6 +16,7 @@ import statistics
 import time
 
 import jax
+import numpy as np
 
 from flowmap_jax import config_io
 from flowmap_jax import losses
@@ -38,27 +41,48 @@ def passes(name, d):
   }[name]
 
 
-def measure(name, args):
-  c = config_io.load('configs/itvm_checkerboard.py')
+def config_for(name, args):
+  """The 2-D default's MLP, or the CIFAR-10 experiment's network (U-Net, or DiT-S/2 on it)."""
+  if args.network == 'mlp':
+    c = config_io.load('configs/itvm_checkerboard.py')
+    c.model.width, c.model.depth = args.width, args.depth
+  else:
+    c = config_io.load('configs/itvm_cifar10.py')
+    if args.network == 'dit':
+      c.model.name, c.model.size, c.model.patch_size = 'dit', args.dit_size, 2
+    c.model.dtype = args.dtype
   c.loss.name = name
   c.loss.diag_fraction = args.diag_fraction
   c.data.batch_size = args.batch
-  c.model.width, c.model.depth = args.width, args.depth
+  return c
+
+
+def batch_for(exp, args):
+  if not exp.is_image:
+    return {}
+  rng = np.random.RandomState(0)
+  return {'image': rng.randint(0, 256, (args.batch,) + exp.data_shape).astype(np.uint8),
+          'label': rng.randint(0, 10, (args.batch,)).astype(np.int32)}
+
+
+def measure(name, args):
+  c = config_for(name, args)
   exp = train.Experiment(c)
   state = exp.init_state()
   teacher = exp.init_params(jax.random.key(1)) if name in losses.NEEDS_TEACHER else None
+  batch = batch_for(exp, args)
   t0 = time.time()
-  compiled = exp.jit_train_step.lower(state, {}, teacher).compile()
+  compiled = exp.jit_train_step.lower(state, batch, teacher).compile()
   compile_s = time.time() - t0
   mem = compiled.memory_analysis()
   mem_bytes = mem.temp_size_in_bytes + mem.output_size_in_bytes if mem else float('nan')
   for _ in range(args.warmup):
-    state, m = compiled(state, {}, teacher)
+    state, m = compiled(state, batch, teacher)
   jax.block_until_ready(state)
   times = []
   for _ in range(args.repeats):
     t = time.perf_counter()
-    state, m = compiled(state, {}, teacher)
+    state, m = compiled(state, batch, teacher)
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t)
   return {'time': statistics.median(times), 'mem': mem_bytes, 'compile': compile_s,
@@ -67,7 +91,9 @@ def measure(name, args):
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument('--network', default='mlp', choices=['mlp'])
+  ap.add_argument('--network', default='mlp', choices=['mlp', 'unet', 'dit'])
+  ap.add_argument('--dit_size', default='S')
+  ap.add_argument('--dtype', default='float32', help='image networks: float32 | bfloat16')
   ap.add_argument('--batch', type=int, default=4096)
   ap.add_argument('--width', type=int, default=256)
   ap.add_argument('--depth', type=int, default=4)
@@ -89,15 +115,21 @@ def main():
   device = jax.devices()[0]
   machine = (f'{device.device_kind} ({jax.device_count()} device(s)), {platform.processor() or platform.machine()}, '
              f'jax {jax.__version__}')
-  head = (f'{args.network.upper()} {args.depth}×{args.width}, batch {args.batch}, diag_fraction '
-          f'{args.diag_fraction}; median of {args.repeats} steps after compilation; {machine}.')
+  net = {'mlp': f'MLP {args.depth}×{args.width}',
+         'unet': 'CIFAR-10 U-Net (configs/itvm_cifar10.py: DDPM++ 128 ch ×[2,2,2], 4 blocks)',
+         'dit': f'DiT-{args.dit_size}/2 on 32×32×3'}[args.network]
+  if args.network != 'mlp':
+    net += f', {args.dtype}'
+  head = (f'{net}, batch {args.batch}, diag_fraction {args.diag_fraction}; median of '
+          f'{args.repeats} steps after compilation; {machine}.')
   table = '\n'.join(lines)
   print(head + '\n\n' + table)
   if args.results:
     from compare_2d import write_results  # pylint: disable=g-import-not-at-top
     write_results(f'Step cost per loss: {args.network} (step_cost.py, {device.platform})',
                   f'Command: `python benchmarks/step_cost.py --network {args.network} --batch '
-                  f'{args.batch} --results`\n\n{head}\n\n{table}')
+                  f'{args.batch} --losses {args.losses} --repeats {args.repeats} --results`'
+                  f'\n\n{head}\n\n{table}')
 
 
 if __name__ == '__main__':

@@ -2,9 +2,12 @@
 
 Saves happen on every process (Orbax coordinates them; saving on process 0 only hangs multi-host).
 Paths go through etils.epath, so a workdir may be local or on a bucket (gs://...).
+A checkpoint holds the item 'state' (the TrainState) and, for runs that read files, 'data': the grain
+iterator of every process (one small JSON file per process), so a resumed run reads on from there.
 """
 import time
 
+import grain
 import jax
 import jax.experimental.multihost_utils  # pylint: disable=unused-import
 import orbax.checkpoint as ocp
@@ -18,14 +21,18 @@ def manager(workdir, keep=3):
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
-def save(mngr, state, *, force=True):
+def save(mngr, state, data_iter=None, *, force=True):
   step = int(jax.device_get(state.step))
-  mngr.save(step, args=ocp.args.StandardSave(state), force=force)
+  items = {'state': ocp.args.StandardSave(state)}
+  if data_iter is not None:
+    items['data'] = grain.checkpoint.CheckpointSave(data_iter)
+  mngr.save(step, args=ocp.args.Composite(**items), force=force)
   return step
 
 
-def restore_latest(mngr, abstract_state):
-  """The latest checkpoint that restores, or None.
+def restore_latest(mngr, abstract_state, data_iter=None):
+  """The latest checkpoint that restores, or None; `data_iter` (a grain iterator) is set in place
+  to the position saved with it.
 
   An unreadable latest checkpoint (a crash mid-write, a truncated or corrupted file) is reported,
   moved aside to `checkpoints_unreadable/` (so the run can write that step again) and the previous one
@@ -33,7 +40,10 @@ def restore_latest(mngr, abstract_state):
   """
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      items = {'state': ocp.args.StandardRestore(abstract_state)}
+      if data_iter is not None:
+        items['data'] = grain.checkpoint.CheckpointRestore(data_iter)
+      return mngr.restore(step, args=ocp.args.Composite(**items)).state
     except Exception as e:  # pylint: disable=broad-except
       message = f'{type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ""}'
       aside = (epath.Path(mngr.directory).parent / 'checkpoints_unreadable'
@@ -56,8 +66,8 @@ def restore_fields(mngr, abstract_fields, errors=None):
   restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), abstract_fields)
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      return mngr.restore(step, args=ocp.args.PyTreeRestore(
-          item=abstract_fields, restore_args=restore_args, partial_restore=True))
+      return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item=abstract_fields, restore_args=restore_args, partial_restore=True))).state
     except Exception as e:  # pylint: disable=broad-except
       message = f'{type(e).__name__}: {str(e).strip()[:500]}'
       logging.warning('Checkpoint at step %d in %s does not restore (%s).', step, mngr.directory,

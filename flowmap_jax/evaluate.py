@@ -1,10 +1,14 @@
-"""A workdir's evaluation (2-D): samples -> KL and energy distance -> eval.json / eval.md, plots.
+"""A workdir's evaluation: samples -> metrics -> eval.json / eval.md, plots.
+
+2-D data: KL and energy distance, density plots. Images: FID at each step count (when the Inception
+weights and reference statistics are given; otherwise the report says why it is off) and sample grids.
 
 Every sampler starts from the same base noise. The flow map samples with the slowest evaluation EMA
 (never the loss's target EMA). For distillation runs the teacher is evaluated too (Euler at the same
 NFEs and an adaptive ODE); its numbers are taken from the teacher's own eval.json when that was
 computed with the same estimator settings, so a teacher shared by several students is evaluated once.
 """
+import functools
 import json
 
 import jax
@@ -14,7 +18,9 @@ from absl import logging
 from etils import epath
 
 from flowmap_jax import sampling
+from flowmap_jax.data import images
 from flowmap_jax.data import toy
+from flowmap_jax.evaluation import fid as fid_lib
 from flowmap_jax.evaluation import kl as kl_lib
 from flowmap_jax.evaluation import plots
 
@@ -66,12 +72,13 @@ def teacher_scores(texp, tparams, data, rng, config):
   return out, panels
 
 
-def _cached_teacher(teacher_workdir, config):
+def _cached_teacher(teacher_workdir, config, estimator=_estimator):
+  """The teacher's scores from its own eval.json when they were computed the same way."""
   path = epath.Path(teacher_workdir) / 'eval.json'
   if not path.exists():
     return None
   cached = json.loads(path.read_text())
-  if cached.get('estimator') != _estimator(config) or 'teacher_ode' not in cached:
+  if cached.get('estimator') != estimator(config) or 'teacher_ode' not in cached:
     return None
   return {k: cached[k] for k in ('teacher_euler', 'teacher_ode')}
 
@@ -79,6 +86,9 @@ def _cached_teacher(teacher_workdir, config):
 def evaluate(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_params=None,
              teacher_workdir=None):
   from flowmap_jax.train import slowest_ema  # pylint: disable=g-import-not-at-top
+  if exp.is_image:
+    return evaluate_images(exp, state, workdir, writer=writer, teacher_exp=teacher_exp,
+                           teacher_params=teacher_params, teacher_workdir=teacher_workdir)
   config = exp.config
   e = config.eval
   k_data, k_floor, k_noise = jax.random.split(jax.random.key(config.seed + 10_000), 3)
@@ -125,12 +135,19 @@ def evaluate(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_para
   return results
 
 
-def write_sample_plots(exp, state, writer, step, n=20_000):
-  """Sample plots at 1/2/4/8 steps to TensorBoard during training (process 0)."""
+def write_sample_plots(exp, state, writer, step, n=20_000, workdir=None):
+  """Sample plots (2-D) or grids (images) at 1/2/4/8 steps to TensorBoard during training
+  (process 0); image grids also to workdir/plots/grid_<step>.png."""
   from flowmap_jax.train import slowest_ema  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return
   params = jax.device_get(slowest_ema(state))
+  if exp.is_image:
+    grid = image_grid(exp, params, (1, 2, 4, 8))
+    writer.write_images(step, {'train/samples': grid[None]})
+    if workdir is not None:
+      plots.save_png(grid, epath.Path(workdir, 'plots', f'grid_{step}.png'))
+    return
   rng = jax.random.key(exp.config.seed + 20_000)
   panels = {'data': np.asarray(toy.sample(exp.config.data.name, rng, n))}
   for k in (1, 2, 4, 8):
@@ -155,4 +172,161 @@ def markdown(results):
     lines.append(f'\nTeacher adaptive ODE ({results["estimator"]["ode"]}, {o["nfe"]:.0f} NFE): '
                  f'{fmt(o)}.')
   lines.append(f'\nEstimator floor (two independent data sets): {fmt(results["floor"])}.')
+  return '\n'.join(lines) + '\n'
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_estimator(config):
+  e = config.eval
+  return {'fid_samples': int(e.fid_samples), 'fid_stats': str(e.fid_stats),
+          'data': config.data.name, 'image_size': int(config.data.image_size),
+          'seed': int(config.seed), 'ode': e.teacher_ode, 'ode_rtol': float(e.ode_rtol),
+          'ode_atol': float(e.ode_atol),
+          # the teacher's guidance: its own eval's (fm) or the one it is distilled at
+          'guidance': float(e.guidance if config.loss.name == 'fm' else config.teacher.guidance),
+          'steps': [int(n) for n in e.steps]}
+
+
+def noise_and_labels(exp, key, n):
+  """Base noise x0 ~ N(0, σ0² I) and, for a class-conditional model, uniform labels."""
+  k_x, k_y = jax.random.split(key)
+  x0 = exp.sigma0 * jax.random.normal(k_x, (n,) + exp.data_shape)
+  y = jax.random.randint(k_y, (n,), 0, exp.num_classes) if exp.num_classes else None
+  return x0, y
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_sampler(exp, kind, guidance):
+  """jit of (params, key, num_steps, n) -> samples in [-1, 1] (and NFE for the ODE). The parameters
+  and the step count are arguments, so one compilation serves every checkpoint and step count."""
+  e = exp.config.eval
+
+  def run(params, key, num_steps, n):
+    x0, y = noise_and_labels(exp, key, n)
+    if kind == 'flow_map':
+      return sampling.uniform_flow_map_sample(exp.apply_fn, params, x0, num_steps, y)
+    v = exp.velocity(params, guidance)
+    if kind == 'euler':
+      return sampling.uniform_flow_map_sample(lambda _, s, t, x, y_: v(s, x, y_), None, x0,
+                                              num_steps, y)
+    return sampling.adaptive(v, x0, e.teacher_ode, e.ode_rtol, e.ode_atol, y=y)
+  return jax.jit(run, static_argnums=3)
+
+
+def image_sampler(exp, kind, num_steps=None, guidance=1.0):
+  """(params, key, n) -> samples of `kind` ('flow_map' | 'euler' at num_steps, or 'ode')."""
+  run = _compiled_sampler(exp, kind, float(guidance))
+  return lambda params, key, n: run(params, key, num_steps or 0, n)
+
+
+def image_grid(exp, params, steps, kind='flow_map', guidance=1.0):
+  """uint8 mosaic: one row per step count, the same noise and labels in every row."""
+  n = int(exp.config.eval.grid_size)
+  key = jax.random.key(exp.config.seed + 20_000)
+  rows = {k: images.quantize(image_sampler(exp, kind, k, guidance)(params, key, n)) for k in steps}
+  return plots.image_grid(rows)
+
+
+def sample_features(sampler, params, features, key, n, batch_size):
+  """Inception features of n samples, batches split over the processes and gathered (the count is
+  rounded up to whole batches on every process). Returns (features, mean NFE or None)."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  procs = jax.process_count()
+  num_batches = -(-n // batch_size)
+  num_batches = -(-num_batches // procs) * procs
+  feats, nfes = [], []
+  for b in range(jax.process_index(), num_batches, procs):
+    out = sampler(params, jax.random.fold_in(key, b), batch_size)
+    if isinstance(out, tuple):
+      out, nfe = out
+      nfes.append(float(nfe))
+    feats.append(np.asarray(features(images.quantize(out))))
+  feats = np.concatenate(feats)
+  if procs > 1:
+    feats = np.asarray(multihost_utils.process_allgather(feats, tiled=True))
+  return feats[:max(n, 1)], (float(np.mean(nfes)) if nfes else None)
+
+
+def _fid_tools(config):
+  """(features fn, reference (μ, Σ)) or the reason FID is off."""
+  try:
+    inception = fid_lib.feature_fn(fid_lib.load_params(config.eval.fid_weights))
+    return (inception, fid_lib.load_stats(config.eval.fid_stats)), None
+  except fid_lib.WeightsMissing as e:
+    logging.warning('%s Training and sample grids are unaffected.', e)
+    return None, str(e)
+
+
+def evaluate_images(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_params=None,
+                    teacher_workdir=None):
+  """FID at every eval step count (flow map; teacher Euler and ODE for fm and distillation runs),
+  sample grids at 1/2/4/8 steps; eval.json / eval.md."""
+  from flowmap_jax.train import slowest_ema  # pylint: disable=g-import-not-at-top
+  config = exp.config
+  e = config.eval
+  step = int(jax.device_get(state.step))
+  params = jax.device_get(slowest_ema(state))
+  n = int(e.fid_samples)
+  results = {'step': step, 'loss': config.loss.name, 'estimator': image_estimator(config),
+             'metric': fid_lib.label(n)}
+  tools, results['fid_off'] = _fid_tools(config)
+  key = jax.random.key(config.seed + 10_000)
+
+  def score(sampler, p):
+    feats, nfe = sample_features(sampler, p, tools[0], key, n, int(e.batch_size))
+    out = {'fid': fid_lib.frechet_distance(*fid_lib.statistics(feats), *tools[1])}
+    return dict(out, nfe=nfe) if nfe is not None else out
+
+  if tools is not None and config.loss.name != 'fm':
+    results['flow_map'] = {str(k): score(image_sampler(exp, 'flow_map', k), params)
+                           for k in e.steps}
+  texp, tparams, guidance = ((exp, params, e.guidance) if config.loss.name == 'fm'
+                             else (teacher_exp, jax.device_get(teacher_params),
+                                   config.teacher.guidance))
+  if tools is not None and texp is not None and (config.loss.name == 'fm' or e.compare_teacher):
+    cached = _cached_teacher(teacher_workdir, config, image_estimator) if teacher_workdir else None
+    if cached is not None:
+      results.update(cached)
+    else:
+      results['teacher_euler'] = {str(k): score(image_sampler(texp, 'euler', k, guidance), tparams)
+                                  for k in e.steps}
+      results['teacher_ode'] = score(image_sampler(texp, 'ode', guidance=guidance), tparams)
+
+  if jax.process_index() == 0:
+    grid_steps = (1, 2, 4, 8)
+    grid = (image_grid(exp, params, grid_steps) if config.loss.name != 'fm'
+            else image_grid(exp, params, grid_steps, 'euler', e.guidance))
+    plots.save_png(grid, epath.Path(workdir, 'plots', 'samples.png'))
+    epath.Path(workdir, 'eval.json').write_text(json.dumps(results, indent=2))
+    epath.Path(workdir, 'eval.md').write_text(image_markdown(results))
+    if writer is not None:
+      writer.write_images(step, {'eval/samples': grid[None]})
+      writer.write_scalars(step, {f'eval/flow_map_fid_{k}': v['fid']
+                                  for k, v in results.get('flow_map', {}).items()})
+  logging.info('Evaluation of %s:\n%s', workdir, image_markdown(results))
+  return results
+
+
+def image_markdown(results):
+  steps = results['estimator']['steps']
+  metric = results['metric']
+  lines = [f'# Evaluation at step {results["step"]} ({results["loss"]})', '']
+  if results.get('fid_off'):
+    lines += [results['fid_off'], '']
+  else:
+    lines += [f'{metric} on {results["estimator"]["fid_samples"]:,} samples against '
+              f'{results["estimator"]["fid_stats"]}; lower is better.', '',
+              '| sampler | ' + ' | '.join(f'{k} NFE' for k in steps) + ' |',
+              '|---' * (len(steps) + 1) + '|']
+    for name, label in (('flow_map', 'flow map'), ('teacher_euler', 'teacher Euler')):
+      if name in results:
+        lines.append(f'| {label} | ' + ' | '.join(f'{results[name][str(k)]["fid"]:.2f}'
+                                                  for k in steps) + ' |')
+    if 'teacher_ode' in results:
+      o = results['teacher_ode']
+      lines.append(f'\nTeacher adaptive ODE ({results["estimator"]["ode"]}, {o["nfe"]:.0f} NFE): '
+                   f'{o["fid"]:.2f}.')
+  lines.append('\nSample grid: plots/samples.png, rows 1, 2, 4, 8 steps (same noise and labels).')
   return '\n'.join(lines) + '\n'

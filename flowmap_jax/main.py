@@ -1,7 +1,8 @@
 """Entry point: python -m flowmap_jax.main --config configs/itvm_checkerboard.py --workdir DIR.
 
 --mode train (default: train, resuming if DIR holds a run, then evaluate), eval (re-evaluate the
-latest checkpoint), sample (write flow-map samples of the latest checkpoint).
+latest checkpoint), sample (write flow-map samples of the latest checkpoint), fid_stats (write the
+image data set's Inception reference statistics for FID).
 Exit codes: 0 done, 2 config error (message, no traceback), 3 non-finite loss, 143 preempted
 (SIGTERM; a checkpoint was written, run the same command again).
 """
@@ -16,7 +17,7 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (path[:arg]).',
                                  lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evaluation.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'fid_stats'], 'What to do.')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host runs; '
                   'also set by FLOWMAP_DISTRIBUTED=1).')
 FLAGS = flags.FLAGS
@@ -87,10 +88,14 @@ def main(argv):
       train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == 'eval':
       train.evaluate_workdir(config, FLAGS.workdir)
+    elif FLAGS.mode == 'fid_stats':
+      print(train.fid_stats_workdir(config, FLAGS.workdir))
     else:
       train.sample_workdir(config, FLAGS.workdir)
   except validate.ConfigError as e:
     _config_error(e.problems)
+  except train.images.DataNotPrepared as e:
+    _config_error([str(e)])
   except train.NonFiniteError as e:
     print(f'Stopped: {e}', file=sys.stderr)
     sys.exit(EXIT_NONFINITE)

@@ -26,7 +26,9 @@ from flowmap_jax import losses
 from flowmap_jax import models
 from flowmap_jax import parallel
 from flowmap_jax import validate
+from flowmap_jax.data import images
 from flowmap_jax.data import toy
+from flowmap_jax.losses import common
 
 
 @flax.struct.dataclass
@@ -87,27 +89,60 @@ def optimizer(optim, num_steps):
 
 
 class Experiment:
-  """Everything a run derives from its config: model, σ0, optimiser, the jitted step."""
+  """Everything a run derives from its config: model, σ0, optimiser, the jitted step.
 
-  def __init__(self, config, mesh=None):
+  `teacher_exp` is the Experiment of the teacher whose velocity a distillation loss uses (its network
+  may differ from the student's); None means the student's own network.
+  """
+
+  def __init__(self, config, mesh=None, teacher_exp=None):
     self.config = config
-    self.sigma0 = toy.sigma0(config.data)
-    self.model = models.get(config.model, sigma=self.sigma0)
+    self.is_image = images.is_image(config.data)
+    self.sigma0 = float(config.data.sigma0) if self.is_image else toy.sigma0(config.data)
+    self.num_classes = images.num_classes(config.data) if self.is_image else 0
+    self.model = models.get(config.model, sigma=self.sigma0, num_classes=self.num_classes)
     self.tx = optimizer(config.optim, config.train.num_steps)
     self.mesh = parallel.make_mesh(config.mesh) if mesh is None else mesh
     self.loss_fn = losses.get(config.loss.name)
-    self.data_shape = (2,)
+    self.data_shape = images.image_shape(config.data) if self.is_image else (2,)
+    self.teacher_exp = teacher_exp
 
-  def apply_fn(self, params, s, t, x):
-    return self.model.apply({'params': params}, s, t, x)
+  def apply_fn(self, params, s, t, x, y=None):
+    """v_θ(s, t, x | y) for sampling and targets outside training: no dropout."""
+    return self.model.apply({'params': params}, s, t, x, y)
 
-  def velocity(self, params):
-    """The diagonal t, x -> v_θ(t, t, x) as a velocity field (a teacher, an ODE sampler)."""
-    return lambda t, x: self.apply_fn(params, t, t, x)
+  def train_apply_fn(self, dropout_key):
+    """v_θ with dropout on (when the model has any). Every call in one step uses the same key, so
+    calls of equal shape share a mask: a self-distillation target sees the sub-network that
+    the prediction does."""
+    if not self.config.model.get('dropout', 0.0):
+      return self.apply_fn
+    return lambda params, s, t, x, y=None: self.model.apply(
+        {'params': params}, s, t, x, y, train=True, rngs={'dropout': dropout_key})
+
+  def velocity(self, params, guidance=1.0):
+    """The diagonal (t, x, y) -> v_θ(t, t, x | y) as a velocity field (a teacher, an ODE sampler).
+
+    With labels and guidance w ≠ 1, classifier-free guidance v_u + w (v_c − v_u), v_u taking the
+    dropped label: one network call on the doubled batch.
+    """
+    def v(t, x, y=None):
+      if y is None or guidance == 1.0:
+        return self.apply_fn(params, t, t, x, y)
+      null = jnp.full_like(y, self.num_classes)
+      v_c, v_u = common.apply_many(lambda *a: self.apply_fn(params, *a),
+                                   [(t, t, x, y), (t, t, x, null)])
+      return v_u + guidance * (v_c - v_u)
+    return v
+
+  def example_labels(self, n):
+    """Labels for shape-only calls (init, eval_shape): zeros, or None when unconditional."""
+    return jnp.zeros((n,), jnp.int32) if self.num_classes else None
 
   def init_params(self, rng):
     z = jnp.zeros((1,))
-    return self.model.init(rng, z, z, jnp.zeros((1,) + self.data_shape))['params']
+    return self.model.init(rng, z, z, jnp.zeros((1,) + self.data_shape),
+                           self.example_labels(1))['params']
 
   def _state_from_params(self, params, rng):
     c = self.config
@@ -124,9 +159,10 @@ class Experiment:
     """'loss' and the loss's aux keys (shapes only: nothing runs)."""
     x = jnp.zeros((8,) + self.data_shape)
     params = jax.eval_shape(self.init_params, jax.random.key(0))
-    teacher = lambda t, x_: x_
+    teacher = lambda t, x_, y=None: x_
     _, aux = jax.eval_shape(lambda p: self.loss_fn(
-        self.apply_fn, p, x, x, jax.random.key(0), config=self.config.loss, teacher=teacher), params)
+        self.apply_fn, p, x, x, jax.random.key(0), config=self.config.loss, teacher=teacher,
+        y=self.example_labels(8)), params)
     return ('loss',) + tuple(sorted(aux))
 
   def init_state(self, init_params=None):
@@ -157,13 +193,23 @@ class Experiment:
   def train_step(self, state, batch, teacher_params):
     """One optimiser step: loss and gradient, update, EMAs; non-finite steps are skipped on device.
 
-    `batch` is {} for generated 2-D data (drawn here from the step key) or {'x1': ...}.
+    `batch` is {} for generated 2-D data (drawn here from the step key), {'image': uint8,
+    'label': int32} from the image pipeline, or {'x1': float} (tests).
     Returns (new state, metrics of this step).
     """
     c = self.config
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     k_data, k_noise, k_loss = jax.random.split(key, 3)
-    if 'x1' in batch:
+    k_dropout, k_label = jax.random.fold_in(k_loss, 1), jax.random.fold_in(k_loss, 2)
+    y = None
+    if 'image' in batch:
+      x1 = images.to_unit_range(batch['image'])
+      if self.num_classes:
+        y = batch['label'].astype(jnp.int32)
+        if c.loss.label_dropout:  # classifier-free guidance: some labels become the null class
+          drop = jax.random.bernoulli(k_label, c.loss.label_dropout, y.shape)
+          y = jnp.where(drop, self.num_classes, y)
+    elif 'x1' in batch:
       x1 = batch['x1']
     else:
       x1 = toy.sample(c.data.name, k_data, c.data.batch_size)
@@ -172,12 +218,15 @@ class Experiment:
       poisoned = jnp.isin(state.step, jnp.asarray(c.train.poison_steps))
       x1 = jnp.where(poisoned, jnp.nan, x1)
     x0 = jnp.asarray(self.sigma0, x1.dtype) * jax.random.normal(k_noise, x1.shape, x1.dtype)
-    teacher = None if teacher_params is None else self.velocity(teacher_params)
+    texp = self.teacher_exp or self
+    teacher = (None if teacher_params is None
+               else texp.velocity(teacher_params, c.teacher.guidance))
     ema = state.target_ema if uses_target_ema(c.loss) else None
+    apply_fn = self.train_apply_fn(k_dropout)
 
     def loss_of(params):
-      return self.loss_fn(self.apply_fn, params, x0, x1, k_loss, config=c.loss, ema_params=ema,
-                          teacher=teacher)
+      return self.loss_fn(apply_fn, params, x0, x1, k_loss, config=c.loss, ema_params=ema,
+                          teacher=teacher, y=y)
 
     (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
@@ -318,9 +367,12 @@ def train_and_evaluate(config, workdir):
   # The step sees the teacher only when the loss distils it (init_from_teacher alone needs none).
   step_teacher = teacher_params if config.loss.name in losses.NEEDS_TEACHER else None
 
-  exp = Experiment(config)
+  exp = Experiment(config, teacher_exp=teacher_exp)
+  # Image runs read their data through grain; the iterator's position is part of every checkpoint.
+  data_iter = (images.train_iterator(config, jax.process_index(), jax.process_count())
+               if exp.is_image else None)
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  state = checkpoint.restore_latest(mngr, exp.abstract_state())
+  state = checkpoint.restore_latest(mngr, exp.abstract_state(), data_iter)
   if state is None:
     init = teacher_params if (config.train.init_from_teacher and teacher_params is not None) else None
     if init is not None:
@@ -346,6 +398,8 @@ def train_and_evaluate(config, workdir):
     with _SigtermFlag() as sigterm:
       step = start
       while step < num_steps:
+        if data_iter is not None:
+          batch = parallel.global_batch(next(data_iter), exp.mesh)
         state, metrics = step_fn(state, batch, step_teacher)
         step += 1
         report(step)
@@ -353,17 +407,17 @@ def train_and_evaluate(config, workdir):
           _check_finite(state, config, mngr)
           writer.write_scalars(step, {k: float(v) for k, v in jax.device_get(metrics).items()})
         if config.train.plot_every and step % config.train.plot_every == 0:
-          evaluate.write_sample_plots(exp, state, writer, step)
+          evaluate.write_sample_plots(exp, state, writer, step, workdir=workdir)
         if step % config.train.checkpoint_every == 0 or step == num_steps:
           _check_finite(state, config, mngr)  # never checkpoint a state after a bad step
-          checkpoint.save(mngr, state)
+          checkpoint.save(mngr, state, data_iter)
         # One process: our SIGTERM flag. Several: JAX's preemption sync point, so that every
         # host saves at the same step (a local flag would leave the others waiting in the save).
         preempted = (sigterm.raised if jax.process_count() == 1
                      else mngr.reached_preemption(step))
         if preempted:
           _check_finite(state, config, mngr)
-          checkpoint.save(mngr, state)
+          checkpoint.save(mngr, state, data_iter)
           raise Preempted(f'Preempted (SIGTERM) at step {step}: checkpoint saved in '
                           f'{mngr.directory}; run the same command again to resume.')
     mngr.wait_until_finished()
@@ -407,17 +461,63 @@ def evaluate_workdir(config, workdir):
 
 def sample_workdir(config, workdir, num_samples=20_000):
   """--mode sample: flow-map samples of the latest checkpoint at each eval step count, written to
-  workdir/samples.npz and workdir/plots/samples_<step>.png."""
+  workdir/samples.npz and workdir/plots/samples_<step>.png (images: grid_size² uint8 images per
+  step count, one grid row per step count)."""
   from flowmap_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
   validate.validate(config)
   exp, state = _restore_finished(config, workdir, 'sample')
   params, rng = jax.device_get(slowest_ema(state)), jax.random.key(config.seed + 30_000)
-  samples = {f'{n} steps': evaluate.flow_map_samples(exp, params, rng, num_samples, n, num_samples)
-             for n in config.eval.steps}
+  if exp.is_image:
+    n = int(config.eval.grid_size) ** 2
+    samples = {f'{k} steps': images.quantize(evaluate.image_sampler(exp, 'flow_map', k)(params, rng, n))
+               for k in config.eval.steps}
+    grid = {k: v[:config.eval.grid_size] for k, v in samples.items()}
+  else:
+    grid = None
+    samples = {f'{n} steps': evaluate.flow_map_samples(exp, params, rng, num_samples, n,
+                                                       num_samples) for n in config.eval.steps}
   step = int(jax.device_get(state.step))
   if jax.process_index() == 0:
     with epath.Path(workdir, 'samples.npz').open('wb') as f:
       np.savez(f, **{k.split()[0]: v for k, v in samples.items()})
-    plots.save_png(plots.density_panel(samples, title=f'step {step}'),
-                   epath.Path(workdir, 'plots', f'samples_{step}.png'))
+    image = (plots.image_grid(grid) if grid is not None
+             else plots.density_panel(samples, title=f'step {step}'))
+    plots.save_png(image, epath.Path(workdir, 'plots', f'samples_{step}.png'))
   return samples
+
+
+def fid_stats_workdir(config, workdir):
+  """--mode fid_stats: Inception statistics (μ, Σ) of the data set's reference split, written to
+  eval.fid_stats (or <workdir>/fid_stats_<data>_<size>.npz). Every process reads its shard; the
+  first and second moments are summed over processes in float64."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from flowmap_jax.evaluation import fid  # pylint: disable=g-import-not-at-top
+  validate.validate(config)
+  if not images.is_image(config.data):
+    raise validate.ConfigError([f'--mode fid_stats needs an image data set, not {config.data.name!r}.'])
+  try:
+    features = fid.feature_fn(fid.load_params(config.eval.fid_weights))
+  except fid.WeightsMissing as e:
+    raise validate.ConfigError([str(e)]) from None
+  split = images.DATASETS[config.data.name].eval_split
+  ds = images.dataset(config.data, seed=0, batch_size=int(config.eval.batch_size),
+                      process_index=jax.process_index(), process_count=jax.process_count(),
+                      split=split, shuffle=False, repeat=False, random_flip=False)
+  n, s1, s2 = 0, np.zeros(fid.FEATURES), np.zeros((fid.FEATURES, fid.FEATURES))
+  for batch in ds:
+    f = np.asarray(features(batch['image']), np.float64)
+    n, s1, s2 = n + len(f), s1 + f.sum(0), s2 + f.T @ f
+  if jax.process_count() > 1:
+    n, s1, s2 = (np.asarray(multihost_utils.process_allgather(a)).sum(0) for a in
+                 (np.asarray(n, np.float64), s1, s2))
+  n = int(n)
+  mu = s1 / n
+  sigma = (s2 - n * np.outer(mu, mu)) / (n - 1)
+  path = config.eval.fid_stats or str(
+      epath.Path(workdir) / f'fid_stats_{config.data.name.replace("/", "_")}_'
+      f'{config.data.image_size}.npz')
+  if jax.process_index() == 0:
+    fid.save_stats(path, mu, sigma, n, f'{config.data.name} {split} at {config.data.image_size}px')
+  logging.info('FID reference statistics of %d images of %s (%s) written to %s; use '
+               '--config.eval.fid_stats=%s.', n, config.data.name, split, path, path)
+  return path

@@ -16,6 +16,7 @@ from flowmap_jax import losses
 from flowmap_jax import models
 from flowmap_jax import sampling
 from flowmap_jax import time_sampling
+from flowmap_jax.data import images
 from flowmap_jax.data import toy
 
 OPTIMIZERS = ('adam', 'adamw', 'radam')
@@ -59,7 +60,7 @@ def problems_of(config, num_devices=None, num_processes=None):
   _choice(p, 'loss.psd.gamma', l.psd.gamma, ('midpoint', 'uniform'))
   _choice(p, 'loss.lsd.teacher', l.lsd.teacher, ('online', 'ema'))
   _choice(p, 'model.name', m.name, models.MODELS)
-  _choice(p, 'data.name', d.name, toy.DATASETS)
+  _choice(p, 'data.name', d.name, list(toy.DATASETS) + list(images.DATASETS))
   _choice(p, 'optim.name', o.name, OPTIMIZERS)
   _choice(p, 'optim.schedule', o.schedule, SCHEDULES)
   _choice(p, 'eval.teacher_ode', config.eval.teacher_ode, sampling.SOLVERS)
@@ -92,6 +93,11 @@ def problems_of(config, num_devices=None, num_processes=None):
     p.append(f'train.max_bad_steps={t.max_bad_steps} must be >= 0.')
   if m.name == 'mlp' and (m.width < 1 or m.depth < 1):
     p.append(f'model.width={m.width} and model.depth={m.depth} must be >= 1.')
+  if d.name in images.DATASETS:
+    _image_problems(p, config)
+  elif m.name in ('unet', 'dit'):
+    p.append(f'model.name={m.name!r} is an image network but data.name={d.name!r} is 2-D; use '
+             "model.name='mlp'.")
 
   num_devices = jax.device_count() if num_devices is None else num_devices
   num_processes = jax.process_count() if num_processes is None else num_processes
@@ -107,7 +113,8 @@ def problems_of(config, num_devices=None, num_processes=None):
   e = config.eval
   if not e.steps or any(int(n) < 1 for n in e.steps):
     p.append(f'eval.steps={tuple(e.steps)} must be positive step counts.')
-  if e.energy_samples % 1000 or e.energy_samples < 1000 or e.energy_samples > e.num_samples:
+  if d.name in toy.DATASETS and (e.energy_samples % 1000 or e.energy_samples < 1000
+                                 or e.energy_samples > e.num_samples):
     p.append(f'eval.energy_samples={e.energy_samples} must be a multiple of 1000, at most '
              f'eval.num_samples={e.num_samples}.')
 
@@ -120,6 +127,54 @@ def problems_of(config, num_devices=None, num_processes=None):
                f'{config.teacher.config!r} is not a config file; name the teacher\'s config, e.g. '
                "configs/fm_checkerboard.py.")
   return p
+
+
+def _image_problems(p, config):
+  d, m, l, e = config.data, config.model, config.loss, config.eval
+  spec = images.DATASETS[d.name]
+  if m.name == 'mlp':
+    p.append(f"data.name={d.name!r} is an image set: use model.name='unet' or 'dit'.")
+  if isinstance(d.sigma0, str) or not d.sigma0 > 0:
+    p.append(f'data.sigma0={d.sigma0!r}: image sets need a positive number (0.5 for [-1, 1] '
+             "images); 'adaptive' is for 2-D data.")
+  if d.image_size < 8:
+    p.append(f'data.image_size={d.image_size} must be set (>= 8) for the image set {d.name!r}.')
+  elif spec.native_size and d.image_size != spec.native_size:
+    p.append(f'data.image_size={d.image_size}: {d.name!r} is stored at {spec.native_size}; use '
+             f'that (or another data set for another size).')
+  if d.class_conditional and not spec.num_classes:
+    p.append(f'data.class_conditional=True but {d.name!r} has no labels.')
+  if not 0 <= l.label_dropout < 1:
+    p.append(f'loss.label_dropout={l.label_dropout} must be in [0, 1).')
+  elif l.label_dropout and not d.class_conditional:
+    p.append(f'loss.label_dropout={l.label_dropout} needs data.class_conditional=True.')
+  if config.teacher.guidance < 0 or e.guidance < 0:
+    p.append('teacher.guidance and eval.guidance must be >= 0 (1 = no guidance).')
+  _choice(p, 'model.dtype', m.dtype, models.DTYPES)
+  if not 0 <= m.dropout < 1:
+    p.append(f'model.dropout={m.dropout} must be in [0, 1).')
+  if m.name == 'unet' and d.image_size >= 8:
+    levels = len(m.channel_mult)
+    if not levels or d.image_size % 2 ** (levels - 1):
+      p.append(f'model.channel_mult={tuple(m.channel_mult)}: {levels} levels halve data.image_size='
+               f'{d.image_size} {levels - 1} times; it must stay whole.')
+    reached = [d.image_size >> i for i in range(levels)]
+    for r in m.attn_resolutions:
+      if r not in reached:
+        p.append(f'model.attn_resolutions has {r}, which the U-Net never reaches (its resolutions '
+                 f'are {reached}).')
+    for c in {m.channels} | {m.channels * k for k in m.channel_mult}:
+      if c < 4 or c % min(32, c // 4):
+        p.append(f'model.channels={m.channels} × channel_mult gives {c} channels, which GroupNorm '
+                 f'cannot split into min(32, {c} // 4) groups; use a multiple of 32 (or 4 below 128).')
+        break
+  if m.name == 'dit':
+    _choice(p, 'model.size', m.size, models.DIT_SIZES)
+    if d.image_size % m.patch_size:
+      p.append(f'data.image_size={d.image_size} is not divisible by model.patch_size={m.patch_size}.')
+  if e.fid_samples < 2 or e.grid_size < 1 or e.batch_size < 1:
+    p.append(f'eval.fid_samples={e.fid_samples} must be >= 2 and eval.grid_size={e.grid_size}, '
+             f'eval.batch_size={e.batch_size} >= 1.')
 
 
 def _mesh_size(p, mesh, num_devices):

@@ -1,9 +1,17 @@
 import os
 import sys
+import tempfile
 
 # Several simulated CPU devices for the sharding tests; must be set before JAX is imported.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# XLA's backend optimisation off in this process: it halves compile times (U-Nets compile for tens
+# of seconds on 2 cores) and changes no result a test checks; subprocesses set their own flags.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
+                      '--xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+# One compilation cache for the session (this process and the runs it starts): identical programs,
+# e.g. a teacher's step in several runs, compile once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='flowmap_jax_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402

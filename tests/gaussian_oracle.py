@@ -12,10 +12,12 @@ def sigma_t(params, t):
   return jnp.sqrt((1 - t) ** 2 * a + t ** 2 * c)
 
 
-def average_velocity(params, s, t, x):
+def average_velocity(params, s, t, x, y=None):
   """v(s, t, x) = (X_{s,t}(x) − x)/(t − s) = μ + K(s, t)(x − sμ), with
   K = (σ_t − σ_s)/((t − s) σ_s) = [a(t + s − 2) + c(t + s)] / ((σ_t + σ_s) σ_s): smooth at s = t,
-  where it is the velocity σ_s'/σ_s. An optional `eps` distorts it into a map that is no flow map."""
+  where it is the velocity σ_s'/σ_s. An optional `eps` distorts it into a map that is no flow map.
+  (Unconditional: the labels y are ignored.)"""
+  del y
   a, c = params['sigma0'] ** 2, params['sigma1'] ** 2
   sig_s, sig_t = sigma_t(params, s), sigma_t(params, t)
   K = (a * (t + s - 2) + c * (t + s)) / ((sig_t + sig_s) * sig_s)
@@ -46,7 +48,7 @@ def perturb(params, rel=0.05):
 
 def teacher(params):
   """b_t(x) = v(t, t, x) of the true parameters."""
-  return lambda t, x: average_velocity(params, t, t, x)
+  return lambda t, x, y=None: average_velocity(params, t, t, x)
 
 
 def sample(rng, params, n):

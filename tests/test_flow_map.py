@@ -9,8 +9,9 @@ from flowmap_jax import models
 from configs import base
 
 
-def tiny_net(params, s, t, x):
+def tiny_net(params, s, t, x, y=None):
   """A small nonlinear v(s, t, x) in float64, enough to make every derivative non-trivial."""
+  del y
   h = jnp.tanh(x @ params['w1'] + s[:, None] * params['a'] + (t - s)[:, None] * params['b'] ** 2)
   return jnp.sin(h @ params['w2']) * (1 + t[:, None] * s[:, None])
 
@@ -71,7 +72,7 @@ def test_identity_on_the_diagonal_exactly():
   s = jax.random.uniform(jax.random.key(0), (64,))
   x = 5 * jax.random.normal(jax.random.key(1), (64, 2))
   params = net.init(jax.random.key(2), s, s, x)['params']
-  apply_fn = lambda p, s_, t_, x_: net.apply({'params': p}, s_, t_, x_)
+  apply_fn = lambda p, s_, t_, x_, y=None: net.apply({'params': p}, s_, t_, x_)
   assert jnp.array_equal(flow_map.X(apply_fn, params, s, s, x), x)
 
 

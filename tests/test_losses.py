@@ -16,9 +16,9 @@ def mlp():
   net = models.get(config.model, sigma=1.0)
   x = jnp.zeros((4, 2))
   params = net.init(jax.random.key(0), jnp.zeros(4), jnp.zeros(4), x)['params']
-  apply_fn = lambda p, s, t, x: net.apply({'params': p}, s, t, x)
+  apply_fn = lambda p, s, t, x, y=None: net.apply({'params': p}, s, t, x)
   teacher_params = jax.tree.map(lambda a: a * 1.1, params)
-  teacher = lambda t, x: apply_fn(teacher_params, t, t, x)
+  teacher = lambda t, x, y=None: apply_fn(teacher_params, t, t, x)
   k0, k1 = jax.random.split(jax.random.key(1))
   x0 = jax.random.normal(k0, (64, 2))
   x1 = jax.random.uniform(k1, (64, 2), minval=-2, maxval=2)
@@ -131,3 +131,38 @@ def test_every_loss_at_the_ends_of_diag_fraction(mlp, loss_config, frac):
     loss, aux = losses.get(name)(apply_fn, params, x0[:8], x1[:8], jax.random.key(0),
                                  config=loss_config, teacher=teacher)
     assert np.isfinite(float(loss)) and float(loss) > 0, name
+
+
+@pytest.mark.parametrize('name', losses.names())
+def test_every_network_call_gets_the_labels_of_its_examples(mlp, loss_config, name):
+  """A class-conditional network must see, in every call (online, target, teacher, jvp), the label
+  of each example it is given: labels travel with the batch through every split and concat."""
+  apply_fn, params, teacher, x0, x1 = mlp
+  y = jnp.arange(x0.shape[0], dtype=jnp.int32)
+  seen = []
+
+  def labelled(fn):
+    def call(*args):
+      *_, x_, y_ = args
+      assert y_ is not None and y_.shape == (x_.shape[0],), 'a call without per-example labels'
+      seen.append(y_.shape[0])
+      return fn(*args[:-1])
+    return call
+
+  checked_apply = labelled(lambda p, s, t, x_: apply_fn(p, s, t, x_))
+  checked_teacher = labelled(lambda t, x_: teacher(t, x_))
+  loss, _ = losses.get(name)(checked_apply, params, x0, x1, jax.random.key(0), config=loss_config,
+                             ema_params=params, teacher=checked_teacher, y=y)
+  assert seen and np.isfinite(float(loss))
+
+
+def test_draw_keeps_labels_aligned_with_examples(loss_config):
+  from flowmap_jax.losses import common  # pylint: disable=g-import-not-at-top
+  x0 = jnp.zeros((16, 2))
+  y = jnp.arange(16)
+  x1 = jnp.stack([y.astype(jnp.float32), y.astype(jnp.float32)], axis=-1)
+  d = common.draw(x0, x1, jax.random.key(3), loss_config, y)
+  # x_s = s·x1 for the linear interpolant from x0 = 0: its ratio to s recovers the label.
+  for part in (d.diag, d.off):
+    s, x_s, lab = part(d.s), part(d.x_s), part(d.y)
+    np.testing.assert_allclose(x_s[:, 0], s * lab, rtol=1e-5, atol=1e-5)

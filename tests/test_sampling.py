@@ -34,3 +34,14 @@ def test_ode_solvers_converge_at_their_order():
     assert 3.4 < e_heun[0] / e_heun[1] < 4.6, e_heun           # second order
     x, nfe = sampling.adaptive(v, x0, 'tsit5', rtol=1e-8, atol=1e-8)
     assert err(x) < 1e-6 and nfe > 6
+
+
+def test_traced_step_count_sampler_matches_the_grid_sampler():
+  """One compiled loop for every step count gives the grid sampler's result."""
+  with jax.enable_x64(True):
+    truth = go.perturb(go.make([1.0, -0.5], 0.8, 0.4))
+    x0, _ = go.sample(jax.random.key(0), truth, 64)
+    run = jax.jit(lambda n: sampling.uniform_flow_map_sample(go.average_velocity, truth, x0, n))
+    for n in (1, 3, 8):
+      expected = sampling.flow_map_sample(go.average_velocity, truth, x0, sampling.uniform_grid(n))
+      np.testing.assert_allclose(run(n), expected, rtol=1e-12, atol=1e-12)

@@ -37,3 +37,16 @@ def save_png(image, path):
   buf = io.BytesIO()
   plt.imsave(buf, image, format='png')
   path.write_bytes(buf.getvalue())
+
+
+def image_grid(rows, pad=2):
+  """One uint8 mosaic of {label: uint8 (n, H, W, 3)}: each entry a row, in order, `pad` pixels of
+  white between images."""
+  rows = [np.asarray(r) for r in rows.values()]
+  n, H, W, C = rows[0].shape
+  grid = np.full((len(rows) * (H + pad) + pad, n * (W + pad) + pad, C), 255, np.uint8)
+  for i, row in enumerate(rows):
+    for j, image in enumerate(row):
+      top, left = pad + i * (H + pad), pad + j * (W + pad)
+      grid[top:top + H, left:left + W] = image
+  return grid

@@ -1,7 +1,8 @@
 """The loss registry: `losses.get(name)` for every loss of ALGORITHMS.md §3.
 
-Every loss is `loss_fn(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None)
--> (loss, aux)` with `apply_fn(params, s, t, x) -> v_θ(s, t, x)` and `teacher(t, x) -> b_t(x)`.
+Every loss is `loss_fn(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
+y=None) -> (loss, aux)` with `apply_fn(params, s, t, x, y) -> v_θ(s, t, x | y)`, `teacher(t, x, y) ->
+b_t(x | y)` and y the batch's class labels (None for an unconditional model).
 """
 from flowmap_jax.losses.distillation import emd_loss, lmd_loss
 from flowmap_jax.losses.flow_matching import fm_loss

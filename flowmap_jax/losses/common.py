@@ -4,7 +4,7 @@ A loss sees a batch whose first `n_diag` examples are diagonal (s = t) and the r
 (s < t). Per-example squared residuals are summed over the batch and divided by B, so the total is the
 batch mean of each example's term, and the aux terms are the means within each part.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -22,19 +22,21 @@ class Draw(NamedTuple):
   x_s: jax.Array      # (B, ...)  I_s
   dI_s: jax.Array     # (B, ...)  İ_s
   n_diag: int
+  y: Optional[jax.Array] = None  # (B,) class labels of a class-conditional model, else None
 
   def diag(self, a):
-    return a[:self.n_diag]
+    return None if a is None else a[:self.n_diag]
 
   def off(self, a):
-    return a[self.n_diag:]
+    return None if a is None else a[self.n_diag:]
 
 
-def draw(x0, x1, rng, config) -> Draw:
-  """Draws (s, t) from `rng` and builds x_s = I_s and İ_s from the batch."""
+def draw(x0, x1, rng, config, y=None) -> Draw:
+  """Draws (s, t) from `rng` and builds x_s = I_s and İ_s from the batch (labels `y` ride along)."""
   interp = interpolants.get(config.interpolant)
   s, t, n_diag = time_sampling.sample_st(rng, x0.shape[0], config)
-  return Draw(s, t, interpolants.I(interp, s, x0, x1), interpolants.dI(interp, s, x0, x1), n_diag)
+  return Draw(s, t, interpolants.I(interp, s, x0, x1), interpolants.dI(interp, s, x0, x1), n_diag,
+              y)
 
 
 def sqnorm(r):
@@ -62,13 +64,13 @@ def reduce(diag_terms, off_terms, **extra_aux):
 
 def require_teacher(name, teacher):
   if teacher is None:
-    raise ValueError(f'Loss {name!r} distils a teacher: pass teacher=(t, x) -> b_t(x) '
+    raise ValueError(f'Loss {name!r} distils a teacher: pass teacher=(t, x, y) -> b_t(x) '
                      '(a frozen flow-matching velocity).')
 
 
-def fm_terms(apply_fn, params, t, x_t, dI_t):
+def fm_terms(apply_fn, params, t, x_t, dI_t, y=None):
   """Per-example flow matching ‖v_θ(t, t, I_t) - İ_t‖² (ALGORITHMS.md §3.1)."""
-  return sqnorm(apply_fn(params, t, t, x_t) - dI_t)
+  return sqnorm(apply_fn(params, t, t, x_t, y) - dI_t)
 
 
 def apply_many(f, pieces):
@@ -78,6 +80,7 @@ def apply_many(f, pieces):
   its backward is one too); parts under stop_gradient stay separate so they are not differentiated.
   """
   sizes = [p[0].shape[0] for p in pieces]
-  out = f(*[jnp.concatenate(args) for args in zip(*pieces)])
+  cat = lambda args: None if args[0] is None else jnp.concatenate(args)  # labels of no model: None
+  out = f(*[cat(args) for args in zip(*pieces)])
   ends = [sum(sizes[:i + 1]) for i in range(len(sizes))]
   return [out[e - n:e] for e, n in zip(ends, sizes)]

@@ -9,29 +9,31 @@ from flowmap_jax.losses import common
 sg = common.sg
 
 
-def teacher_diag_terms(apply_fn, params, teacher, t, x):
+def teacher_diag_terms(apply_fn, params, teacher, t, x, y):
   """Per-example ‖v_θ(t, t, x) − b_t(x)‖²."""
-  return common.sqnorm(flow_map.velocity(apply_fn, params, t, x) - sg(teacher(t, x)))
+  return common.sqnorm(flow_map.velocity(apply_fn, params, t, x, y) - sg(teacher(t, x, y)))
 
 
-def lmd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None):
+def lmd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
+             y=None):
   """LMD / LFMD: ‖∂_t X_θ(s,t,x_s) − b_t(sg X_θ(s,t,x_s))‖²."""
   del ema_params
   common.require_teacher('lmd', teacher)
-  d = common.draw(x0, x1, rng, config)
-  s, t, x_s = d.off(d.s), d.off(d.t), d.off(d.x_s)
-  X, dX = flow_map.X_and_dt(apply_fn, params, s, t, x_s)
-  off = common.sqnorm(dX - sg(teacher(t, sg(X))))
-  diag = teacher_diag_terms(apply_fn, params, teacher, d.diag(d.t), d.diag(d.x_s))
+  d = common.draw(x0, x1, rng, config, y)
+  s, t, x_s, y_o = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.y)
+  X, dX = flow_map.X_and_dt(apply_fn, params, s, t, x_s, y_o)
+  off = common.sqnorm(dX - sg(teacher(t, sg(X), y_o)))
+  diag = teacher_diag_terms(apply_fn, params, teacher, d.diag(d.t), d.diag(d.x_s), d.diag(d.y))
   return common.reduce(diag, off)
 
 
-def emd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None):
+def emd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
+             y=None):
   """EMD: ‖∂_s X_θ(s,t,x_s) + ∇_x X_θ(s,t,x_s) · b_s(x_s)‖², one jvp over (s, x)."""
   del ema_params
   common.require_teacher('emd', teacher)
-  d = common.draw(x0, x1, rng, config)
-  s, t, x_s = d.off(d.s), d.off(d.t), d.off(d.x_s)
-  _, residual = flow_map.X_and_eulerian(apply_fn, params, s, t, x_s, sg(teacher(s, x_s)))
-  diag = teacher_diag_terms(apply_fn, params, teacher, d.diag(d.t), d.diag(d.x_s))
+  d = common.draw(x0, x1, rng, config, y)
+  s, t, x_s, y_o = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.y)
+  _, residual = flow_map.X_and_eulerian(apply_fn, params, s, t, x_s, sg(teacher(s, x_s, y_o)), y_o)
+  diag = teacher_diag_terms(apply_fn, params, teacher, d.diag(d.t), d.diag(d.x_s), d.diag(d.y))
   return common.reduce(diag, common.sqnorm(residual))

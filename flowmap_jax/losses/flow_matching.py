@@ -8,10 +8,11 @@ from flowmap_jax import interpolants
 from flowmap_jax.losses import common
 
 
-def fm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None):
+def fm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
+            y=None):
   del ema_params, teacher
   interp = interpolants.get(config.interpolant)
   t = jax.random.uniform(rng, (x0.shape[0],), minval=config.time_min, maxval=config.time_max)
   terms = common.fm_terms(apply_fn, params, t, interpolants.I(interp, t, x0, x1),
-                          interpolants.dI(interp, t, x0, x1))
+                          interpolants.dI(interp, t, x0, x1), y)
   return common.reduce(terms, terms[:0])

@@ -20,34 +20,35 @@ from flowmap_jax.losses import common
 sg = common.sg
 
 
-def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None):
+def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
+              y=None):
   common.require_teacher('itvm', teacher)
   c = config.itvm
   ema_params = params if ema_params is None else ema_params
   k_time, k_u = jax.random.split(rng)
-  d = common.draw(x0, x1, k_time, config)
-  s, t, x_s = d.off(d.s), d.off(d.t), d.off(d.x_s)
+  d = common.draw(x0, x1, k_time, config, y)
+  s, t, x_s, y_o = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.y)
   u = time_sampling.sample_u(k_u, s, t, c.u, c.tau)
 
   # Every online evaluation receives gradient, so they share one network call: v_θ(s, s, x_s) on the
   # whole batch (s = t on the diagonal part), v_θ(s, t, x_s) and, for y_source=online, v_θ(s, u, x_s).
-  online = [(d.s, d.s, d.x_s), (s, t, x_s)]
+  online = [(d.s, d.s, d.x_s, d.y), (s, t, x_s, y_o)]
   if c.y_source == 'online':
-    online.append((s, u, x_s))
+    online.append((s, u, x_s, y_o))
   v_out = common.apply_many(lambda *a: apply_fn(params, *a), online)
   v_init, X_st = v_out[0], flow_map.X_from_v(s, t, x_s, v_out[1])
   if c.y_source == 'online':
-    y = flow_map.X_from_v(s, u, x_s, v_out[2])
+    x_u = flow_map.X_from_v(s, u, x_s, v_out[2])
   elif c.y_source == 'ema':
-    y = sg(flow_map.X(apply_fn, ema_params, s, u, x_s))
+    x_u = sg(flow_map.X(apply_fn, ema_params, s, u, x_s, y_o))
   else:
     raise ValueError(f"Unknown loss.itvm.y_source {c.y_source!r}; known: ('ema', 'online').")
 
-  teacher_in = [(d.s, d.x_s)]
+  teacher_in = [(d.s, d.x_s, d.y)]
   if c.terminal_target == 'teacher':
-    teacher_in.append((t, sg(y)))
+    teacher_in.append((t, sg(x_u), y_o))
   elif c.terminal_target == 'ema':
-    target = apply_fn(ema_params, u, t, sg(y))
+    target = apply_fn(ema_params, u, t, sg(x_u), y_o)
   else:
     raise ValueError(f"Unknown loss.itvm.terminal_target {c.terminal_target!r}; "
                      "known: ('ema', 'teacher').")
@@ -56,7 +57,7 @@ def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher
     target = b_out[1]
 
   init = common.sqnorm(v_init - sg(b_out[0]))
-  term = common.sqnorm((X_st - y) / bcast(t - u, y) - sg(target))
+  term = common.sqnorm((X_st - x_u) / bcast(t - u, x_u) - sg(target))
   off = c.w_init * d.off(init) + c.w_term * term
   return common.reduce(d.diag(init), off, **{'loss/init': common.mean(d.off(init)),
                                              'loss/term': common.mean(term)})

@@ -12,11 +12,13 @@ from flowmap_jax.losses import common
 sg = common.sg
 
 
-def meanflow_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None):
+def meanflow_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
+                  y=None):
   del ema_params, teacher
-  d = common.draw(x0, x1, rng, config)
+  d = common.draw(x0, x1, rng, config, y)
   s, t, x_s, dI_s = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.dI_s)
-  v, Dv = flow_map.v_and_eulerian(apply_fn, params, s, t, x_s, dI_s)
+  v, Dv = flow_map.v_and_eulerian(apply_fn, params, s, t, x_s, dI_s, d.off(d.y))
   target = dI_s + bcast(t - s, v) * Dv
-  diag = common.fm_terms(apply_fn, params, d.diag(d.t), d.diag(d.x_s), d.diag(d.dI_s))
+  diag = common.fm_terms(apply_fn, params, d.diag(d.t), d.diag(d.x_s), d.diag(d.dI_s),
+                         d.diag(d.y))
   return common.reduce(diag, common.sqnorm(v - sg(target)))

@@ -1,14 +1,32 @@
-"""Networks v_θ(s, t, x) by name (`config.model.name`)."""
+"""Networks v_θ(s, t, x | y) by name (`config.model.name`).
+
+Every network is called as `module.apply(variables, s, t, x, y, train=...)`: s, t of shape (B,), y the
+labels (None when unconditional), `train` switching dropout on.
+"""
+import jax.numpy as jnp
+
+from flowmap_jax.models import dit
+from flowmap_jax.models.dit import DiT
 from flowmap_jax.models.mlp import MLP
+from flowmap_jax.models.unet import UNet
 
-MODELS = ('mlp',)
+MODELS = ('mlp', 'unet', 'dit')
+DIT_SIZES = tuple(dit.SIZES)
+# None: computations in the inputs' dtype (float32 in training, float64 in the derivative tests).
+DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 
-def get(config_model, sigma):
+def get(config_model, sigma, num_classes=0):
   """The flax Module named by `config_model.name`, built from the config's fields."""
-  name = config_model.name
-  if name == 'mlp':
-    return MLP(width=config_model.width, depth=config_model.depth,
-               activation=config_model.activation, num_fourier=config_model.num_fourier,
-               max_freq=config_model.max_freq, sigma=sigma)
-  raise ValueError(f'Unknown model.name {name!r}; known: {MODELS}.')
+  m = config_model
+  if m.name == 'mlp':
+    return MLP(width=m.width, depth=m.depth, activation=m.activation, num_fourier=m.num_fourier,
+               max_freq=m.max_freq, sigma=sigma)
+  common = dict(dropout=m.dropout, num_classes=num_classes, num_fourier=m.num_fourier,
+                max_freq=m.max_freq, sigma=sigma, dtype=DTYPES[m.dtype])
+  if m.name == 'unet':
+    return UNet(channels=m.channels, channel_mult=tuple(m.channel_mult), num_blocks=m.num_blocks,
+                attn_resolutions=tuple(m.attn_resolutions), **common)
+  if m.name == 'dit':
+    return DiT(size=m.size, patch_size=m.patch_size, **common)
+  raise ValueError(f'Unknown model.name {m.name!r}; known: {MODELS}.')

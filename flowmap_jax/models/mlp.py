@@ -20,7 +20,10 @@ class MLP(nn.Module):
   sigma: Union[float, Sequence[float]] = 1.0
 
   @nn.compact
-  def __call__(self, s, t, x):
+  def __call__(self, s, t, x, y=None, train=False):
+    del train  # no dropout
+    if y is not None:
+      raise ValueError('The MLP is unconditional: set data.class_conditional=False.')
     sigma = jnp.asarray(self.sigma, x.dtype)
     act = ACTIVATIONS[self.activation]
     h = jnp.concatenate([fourier(s, self.num_fourier, self.max_freq),

@@ -1,0 +1,6 @@
+"""FM on cifar10 (configs/base.py: image_experiment has the settings and their sources)."""
+from configs import base
+
+
+def get_config(arg=None):
+  return base.image_experiment('fm', 'cifar10', arg)

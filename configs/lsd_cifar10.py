@@ -1,0 +1,6 @@
+"""LSD on cifar10 (configs/base.py: image_experiment has the settings and their sources)."""
+from configs import base
+
+
+def get_config(arg=None):
+  return base.image_experiment('lsd', 'cifar10', arg)

@@ -1,0 +1,89 @@
+"""DiT (Peebles & Xie 2023) for v_θ(s, t, x | y): patchify, transformer blocks with adaLN-zero
+conditioning on (s, t − s) and the label, unpatchify. Sizes S/B/L/XL by name (`SIZES`)."""
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from flowmap_jax.models.unet import attention, cast, conditioning
+
+# name: (hidden width, depth, heads), as in the DiT paper; 'T' (tiny) is ours, for smoke runs.
+SIZES = {'T': (64, 2, 2), 'S': (384, 12, 6), 'B': (768, 12, 12), 'L': (1024, 24, 16),
+         'XL': (1152, 28, 16)}
+
+
+def sincos_2d(grid: int, dim: int):
+  """Fixed 2-D sine-cosine position embedding of a grid × grid patch layout: (grid², dim)."""
+  def one_axis(pos, d):
+    omega = 1.0 / 10000 ** (np.arange(d // 2) / (d / 2))
+    angles = pos[:, None] * omega[None]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+  yy, xx = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64),
+                       indexing='ij')
+  return np.concatenate([one_axis(yy.ravel(), dim // 2), one_axis(xx.ravel(), dim // 2)], axis=1)
+
+
+def layer_norm(dtype):
+  """Affine-free LayerNorm (adaLN supplies scale and shift); float32 statistics under mixed
+  precision, else the inputs' dtype."""
+  return nn.LayerNorm(use_bias=False, use_scale=False, epsilon=1e-6, dtype=dtype,
+                      force_float32_reductions=dtype is not None)
+
+
+def modulate(x, shift, scale):
+  return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class DiTBlock(nn.Module):
+  width: int
+  heads: int
+  mlp_ratio: float = 4.0
+  dropout: float = 0.0
+  dtype: Optional[jnp.dtype] = None
+
+  @nn.compact
+  def __call__(self, x, c, train):
+    B, N, D = x.shape
+    mod = nn.Dense(6 * D, dtype=self.dtype, kernel_init=nn.initializers.zeros)(c)
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+    ln = lambda: layer_norm(self.dtype)
+    h = modulate(ln()(x), shift1, scale1)
+    qkv = nn.Dense(3 * D, dtype=self.dtype)(h).reshape(B, N, 3, self.heads, D // self.heads)
+    h = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(B, N, D)
+    x = x + gate1[:, None] * nn.Dense(D, dtype=self.dtype)(h)
+    h = modulate(ln()(x), shift2, scale2)
+    h = nn.gelu(nn.Dense(int(D * self.mlp_ratio), dtype=self.dtype)(h), approximate=True)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return x + gate2[:, None] * nn.Dense(D, dtype=self.dtype)(h)
+
+
+class DiT(nn.Module):
+  """Inputs and outputs scaled by σ0; the last layer and every gate start at zero (adaLN-zero)."""
+  size: str = 'S'
+  patch_size: int = 2
+  dropout: float = 0.0
+  num_classes: int = 0
+  num_fourier: int = 16
+  max_freq: float = 32.0
+  sigma: float = 0.5
+  dtype: Optional[jnp.dtype] = None
+
+  @nn.compact
+  def __call__(self, s, t, x, y=None, train=False):
+    width, depth, heads = SIZES[self.size]
+    B, H, W, C = x.shape
+    p = self.patch_size
+    c = conditioning(self, s, t, y, width)
+    h = nn.Conv(width, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype)(
+        cast(x / self.sigma, self.dtype))
+    grid = H // p
+    h = h.reshape(B, grid * grid, width) + jnp.asarray(sincos_2d(grid, width), h.dtype)
+    for _ in range(depth):
+      h = DiTBlock(width, heads, dropout=self.dropout, dtype=self.dtype)(h, c, train)
+    shift, scale = jnp.split(nn.Dense(2 * width, dtype=self.dtype,
+                                      kernel_init=nn.initializers.zeros)(c), 2, axis=-1)
+    h = modulate(layer_norm(self.dtype)(h), shift, scale)
+    h = nn.Dense(p * p * C, dtype=self.dtype, kernel_init=nn.initializers.zeros)(h)
+    v = h.reshape(B, grid, grid, p, p, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+    return (self.sigma * v).astype(x.dtype)

@@ -1,0 +1,305 @@
+"""Images: every image config smoke-trains on mock data and writes a grid; the grain pipeline; the
+networks' time derivatives; classifier-free guidance; FID network, statistics and distance."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import scipy.linalg
+import tensorflow_datasets as tfds
+
+from flowmap_jax import checkpoint
+from flowmap_jax import config_io
+from flowmap_jax import flow_map
+from flowmap_jax import models
+from flowmap_jax import train
+from flowmap_jax.data import images
+from flowmap_jax.evaluation import fid
+from test_pipeline import REPO
+
+IMAGE_CONFIGS = ['fm_cifar10', 'itvm_cifar10', 'lsd_cifar10', 'psd_cifar10', 'meanflow_cifar10',
+                 'fm_imagenet', 'itvm_imagenet', 'lsd_imagenet', 'fm_celeba64', 'lsd_celeba64']
+TEACHER_OF = {'itvm_cifar10': 'fm_cifar10', 'itvm_imagenet': 'fm_imagenet'}
+
+
+def _job(id_, name, workdir, mode='train', **overrides):
+  return {'id': id_, 'mode': mode, 'config': os.path.join(REPO, 'configs', f'{name}.py') + ':smoke',
+          'workdir': str(workdir), 'overrides': overrides}
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Every image run of this module, done once in one subprocess (tests/image_runs.py): each
+  config's smoke run (the fm runs are the itvm runs' teachers), a stopped and resumed run, a
+  `--mode sample`, and FID end to end on random Inception weights."""
+  root = tmp_path_factory.mktemp('image_runs')
+  jobs = []
+  for name in sorted(IMAGE_CONFIGS, key=lambda n: n in TEACHER_OF):  # teachers first
+    extra = {'teacher.workdir': str(root / TEACHER_OF[name])} if name in TEACHER_OF else {}
+    jobs.append(_job(name, name, root / name, **extra))
+  jobs += [_job('straight', 'lsd_cifar10', root / 'straight', **{'train.num_steps': 4}),
+           _job('first_half', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 2}),
+           _job('resumed', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 4}),
+           _job('sample', 'lsd_cifar10', root / 'lsd_cifar10', mode='sample'),
+           _job('dit', 'itvm_imagenet', root / 'dit', **{'model.name': 'dit',
+                                                         'teacher.workdir': str(root / 'fm_imagenet'),
+                                                         'train.init_from_teacher': False})]
+  weights, stats = str(root / 'inception.pickle'), str(root / 'stats.npz')
+  fid_on = {'eval.fid_weights': weights, 'eval.fid_stats': stats}
+  jobs += [{'id': 'fid_weights', 'mode': 'fid_weights', 'path': weights},
+           _job('fid_stats', 'fm_cifar10', root, mode='fid_stats', **fid_on,
+                **{'eval.batch_size': 8}),
+           _job('fid_eval', 'fm_cifar10', root / 'fm_cifar10', mode='eval', **fid_on)]
+  (root / 'jobs.json').write_text(json.dumps(jobs))
+  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
+  r = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'image_runs.py'),
+                      str(root / 'jobs.json'), str(root / 'out.json')], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=1500)
+  assert (root / 'out.json').exists(), r.stderr[-3000:]
+  out = json.loads((root / 'out.json').read_text())
+  return root, out
+
+
+def _ok(runs, id_):
+  root, out = runs
+  assert id_ in out, f'job {id_} did not run'
+  assert out[id_]['ok'], out[id_]['error']
+  return out[id_]['result']
+
+
+@pytest.mark.parametrize('name', IMAGE_CONFIGS)
+def test_image_config_smoke_trains_and_writes_a_grid(name, runs):
+  results = _ok(runs, name)
+  workdir = runs[0] / name
+  assert results['step'] == 2
+  assert 'FID is off' in results['fid_off'] and 'eval.fid_weights' in results['fid_off']
+  saved = json.loads((workdir / 'eval.json').read_text())
+  assert saved['step'] == 2 and (workdir / 'plots' / 'samples.png').stat().st_size > 0
+  if name != 'fm_cifar10':  # whose eval.md the FID test rewrites with FID on
+    assert 'FID is off' in (workdir / 'eval.md').read_text()
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['2']
+  assert list((workdir / 'checkpoints' / '2').glob('data/process_0-of-1.json'))  # grain state
+
+
+def test_dit_student_distils_a_unet_teacher(runs):
+  """The main job with a DiT: the student's network differs from its teacher's."""
+  results = _ok(runs, 'dit')
+  assert results['step'] == 2
+  assert json.loads((runs[0] / 'dit' / 'config.json').read_text())['model']['name'] == 'dit'
+
+
+def test_resumed_image_run_sees_the_same_data(runs):
+  """4 steps straight == 2 steps, stop, 2 more (the grain position comes back with the checkpoint)."""
+  for id_ in ('straight', 'first_half', 'resumed'):
+    _ok(runs, id_)
+  c = config_io.load(os.path.join(REPO, 'configs', 'lsd_cifar10.py') + ':smoke')
+  exp = train.Experiment(c)
+  leaves = []
+  for w in ('straight', 'resumed'):
+    mngr = checkpoint.manager(runs[0] / w)
+    assert mngr.latest_step() == 4
+    leaves.append(jax.tree.leaves(jax.device_get(
+        checkpoint.restore_latest(mngr, exp.abstract_state()).params)))
+    mngr.close()
+  for x, y in zip(*leaves):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_mode_sample_writes_image_samples_and_grid(runs):
+  assert _ok(runs, 'sample') == ['1 steps', '2 steps']
+  workdir = runs[0] / 'lsd_cifar10'
+  with np.load(workdir / 'samples.npz') as z:
+    assert z['1'].shape == (4, 32, 32, 3) and z['1'].dtype == np.uint8
+  assert (workdir / 'plots' / 'samples_2.png').stat().st_size > 0
+
+
+def test_fid_end_to_end_with_reference_statistics(runs):
+  """--mode fid_stats on the (mock) data, then an evaluation with FID on: numbers for the teacher's
+  Euler steps and its ODE, labelled as a proxy at this sample count."""
+  _ok(runs, 'fid_weights')
+  mu, sigma = fid.load_stats(_ok(runs, 'fid_stats'))
+  assert mu.shape == (fid.FEATURES,) and sigma.shape == (fid.FEATURES, fid.FEATURES)
+  results = _ok(runs, 'fid_eval')
+  assert results['metric'] == 'FID-4 proxy' and not results['fid_off']
+  scores = [results['teacher_euler']['1']['fid'], results['teacher_euler']['2']['fid'],
+            results['teacher_ode']['fid']]
+  assert all(np.isfinite(scores)) and all(v > 0 for v in scores), scores
+  assert results['teacher_ode']['nfe'] >= 7
+  assert 'FID-4 proxy' in (runs[0] / 'fm_cifar10' / 'eval.md').read_text()
+
+
+def _data_config(name='cifar10', size=32, **kw):
+  return ml_collections.ConfigDict(dict(dict(name=name, image_size=size, random_flip=False,
+                                             data_dir='', class_conditional=True, num_workers=1),
+                                        **kw))
+
+
+def _first(d, **kw):
+  args = dict(seed=0, batch_size=4, process_index=0, process_count=1)
+  args.update(kw)
+  return next(iter(images.dataset(d, **args)))
+
+
+@pytest.mark.parametrize('name,size', [('cifar10', 32), ('imagenet2012', 64),
+                                       ('imagenet_resized/64x64', 64), ('celeb_a', 64)])
+def test_grain_pipeline_shapes_range_and_labels(name, size):
+  d = _data_config(name, size, class_conditional=name != 'celeb_a')
+  with tfds.testing.mock_data(num_examples=16):
+    b = _first(d)
+  assert b['image'].shape == (4, size, size, 3) and b['image'].dtype == np.uint8
+  assert b['label'].shape == (4,) and b['label'].dtype == np.int32
+  assert 0 <= b['label'].min() and b['label'].max() < max(images.DATASETS[name].num_classes, 1)
+  x = np.asarray(images.to_unit_range(b['image']))
+  assert x.dtype == np.float32 and -1.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.1
+  np.testing.assert_array_equal(images.quantize(x), b['image'])  # FID's quantisation inverts it
+
+
+def test_grain_pipeline_is_deterministic_sharded_and_resumable():
+  d = _data_config(random_flip=True)
+  with tfds.testing.mock_data(num_examples=32):
+    a, again = _first(d), _first(d)
+    other_seed = _first(d, seed=1)
+    p0 = _first(d, process_count=2)
+    p1 = _first(d, process_index=1, process_count=2)
+    it = iter(images.dataset(d, seed=0, batch_size=4, process_index=0, process_count=1))
+    next(it)
+    state = it.get_state()
+    expected = next(it)
+    resumed = iter(images.dataset(d, seed=0, batch_size=4, process_index=0, process_count=1))
+    resumed.set_state(state)
+    got = next(resumed)
+  np.testing.assert_array_equal(a['image'], again['image'])
+  assert not np.array_equal(a['image'], other_seed['image'])
+  assert not np.array_equal(p0['image'], p1['image'])
+  np.testing.assert_array_equal(expected['image'], got['image'])
+  np.testing.assert_array_equal(expected['label'], got['label'])
+
+
+def test_missing_data_set_says_how_to_prepare_it(tmp_path):
+  d = _data_config(data_dir=str(tmp_path / 'nothing_here'))
+  with pytest.raises(images.DataNotPrepared, match='tfds build cifar10 --file_format=array_record'):
+    images.source(d)
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _tiny(name, num_classes=0, dtype='float32'):
+  m = ml_collections.ConfigDict(dict(
+      name=name, channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,), dropout=0.0,
+      size='S', patch_size=4, dtype=dtype, num_fourier=4, max_freq=8.0))
+  return models.get(m, sigma=0.5, num_classes=num_classes)
+
+
+@pytest.mark.parametrize('name', ['unet', 'dit'])
+def test_jvp_through_image_networks_matches_finite_differences(name):
+  net = _tiny(name, num_classes=3)
+  with jax.enable_x64(True):
+    x = 0.5 * jax.random.normal(jax.random.key(0), (2, 8, 8, 3), jnp.float64)
+    s, t, y = jnp.array([0.1, 0.3]), jnp.array([0.6, 0.9]), jnp.array([0, 2])
+    params = net.init(jax.random.key(1), s, t, x, y)['params']
+    # Non-zero zero-initialised layers, so every path in the network carries signal.
+    params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(a.size), a.shape,
+                                                                  jnp.float64), params)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    apply_fn = lambda p, s_, t_, x_, y_: net.apply({'params': p}, s_, t_, x_, y_)
+    X, dX_dt = flow_map.X_and_dt(apply_fn, params, s, t, x, y)
+    _, dX_ds = flow_map.X_and_ds(apply_fn, params, s, t, x, y)
+    h = 1e-6
+    fd_t = (flow_map.X(apply_fn, params, s, t + h, x, y)
+            - flow_map.X(apply_fn, params, s, t - h, x, y)) / (2 * h)
+    fd_s = (flow_map.X(apply_fn, params, s + h, t, x, y)
+            - flow_map.X(apply_fn, params, s - h, t, x, y)) / (2 * h)
+    assert float(jnp.max(jnp.abs(dX_dt))) > 1e-3
+    np.testing.assert_allclose(dX_dt, fd_t, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dX_ds, fd_s, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(flow_map.X(apply_fn, params, s, s, x, y), x)
+
+
+@pytest.mark.parametrize('name', ['unet', 'dit'])
+def test_mixed_precision_keeps_float32_params_and_output(name):
+  net = _tiny(name, num_classes=3, dtype='bfloat16')
+  x, s, y = jnp.ones((2, 8, 8, 3)), jnp.array([0.2, 0.5]), jnp.array([1, 3])  # 3: the null label
+  params = net.init(jax.random.key(0), s, s, x, y)['params']
+  assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+  out = net.apply({'params': params}, s, s + 0.1, x, y)
+  assert out.dtype == jnp.float32 and out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+
+
+def test_classifier_free_guidance_velocity():
+  c = config_io.load(os.path.join(REPO, 'configs', 'fm_imagenet.py') + ':smoke')
+  c.data.image_size, c.model.attn_resolutions = 16, (8,)
+  exp = train.Experiment(c)
+  params = jax.tree.map(lambda a: a + 0.02, exp.init_params(jax.random.key(0)))
+  t, x, y = jnp.array([0.3, 0.7]), jax.random.normal(jax.random.key(1), (2, 16, 16, 3)), jnp.array([5, 9])
+  v_c = exp.apply_fn(params, t, t, x, y)
+  v_u = exp.apply_fn(params, t, t, x, jnp.full_like(y, exp.num_classes))
+  np.testing.assert_allclose(exp.velocity(params)(t, x, y), v_c, atol=1e-6)
+  np.testing.assert_allclose(exp.velocity(params, 2.5)(t, x, y), v_u + 2.5 * (v_c - v_u),
+                             atol=1e-4)
+  assert float(jnp.max(jnp.abs(v_c - v_u))) > 1e-4  # the label matters
+
+
+# --------------------------------------------------------------------------- FID
+
+
+def test_fid_network_runs_on_weights_from_a_pickle(tmp_path):
+  params = jax.jit(lambda k: fid.InceptionV3().init(k, jnp.zeros((1, 32, 32, 3), jnp.uint8)))(
+      jax.random.key(0))['params']
+  path = tmp_path / 'inception_v3_weights_fid.pickle'
+  fid.save_params(params, path)
+  with open(path, 'rb') as f:  # the format: a plain nested dict of arrays
+    raw = pickle.load(f)
+  assert set(raw['Mixed_7c']['branch_pool']) == {'conv', 'bn'}
+  loaded = fid.load_params(path)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  imgs = np.random.RandomState(0).randint(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+  feats = np.asarray(fid.feature_fn(loaded)(imgs))
+  assert feats.shape == (3, fid.FEATURES) and np.isfinite(feats).all()
+  assert not np.allclose(feats[0], feats[1])
+  raw['Mixed_5b'].pop('branch1x1')
+  with open(path, 'wb') as f:
+    pickle.dump(raw, f)
+  with pytest.raises(fid.WeightsMissing, match='Mixed_5b/branch1x1'):
+    fid.load_params(path)
+
+
+def test_missing_fid_files_give_the_clear_message(tmp_path):
+  with pytest.raises(fid.WeightsMissing, match='eval.fid_weights'):
+    fid.load_params('')
+  with pytest.raises(fid.WeightsMissing, match='--mode fid_stats'):
+    fid.load_stats(str(tmp_path / 'none.npz'))
+
+
+def test_frechet_distance_matches_scipy_reference_on_known_gaussians():
+  rng = np.random.RandomState(0)
+  d = 6
+  A, B = rng.randn(d, d), rng.randn(d, d)
+  s1, s2 = A @ A.T + 0.1 * np.eye(d), B @ B.T + 0.1 * np.eye(d)
+  m1, m2 = rng.randn(d), rng.randn(d)
+  # Reference: tr((Σ1 Σ2)^½) = tr((Σ1^½ Σ2 Σ1^½)^½), through scipy's symmetric square roots.
+  r1 = scipy.linalg.sqrtm(s1).real
+  ref = (np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2)
+         - 2 * np.trace(scipy.linalg.sqrtm(r1 @ s2 @ r1).real))
+  assert fid.frechet_distance(m1, s1, m2, s2) == pytest.approx(ref, rel=1e-9)
+  assert fid.frechet_distance(m1, s1, m1, s1) == pytest.approx(0.0, abs=1e-8)
+  # Isotropic Gaussians: ‖μ1 − μ2‖² + d (σ1 − σ2)².
+  assert fid.frechet_distance(m1, 4 * np.eye(d), m2, np.eye(d)) == pytest.approx(
+      np.sum((m1 - m2) ** 2) + d, rel=1e-9)
+
+
+def test_fid_statistics_round_trip_and_labels(tmp_path):
+  feats = np.random.RandomState(1).randn(500, 4)
+  mu, sigma = fid.statistics(feats)
+  fid.save_stats(tmp_path / 's.npz', mu, sigma, 500, 'test')
+  mu2, sigma2 = fid.load_stats(str(tmp_path / 's.npz'))
+  np.testing.assert_array_equal(mu, mu2)
+  np.testing.assert_array_equal(sigma, sigma2)
+  assert fid.label(50_000) == 'FID' and fid.label(5000) == 'FID-5k proxy'
