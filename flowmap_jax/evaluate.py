@@ -192,7 +192,7 @@ def image_estimator(config):
 def noise_and_labels(exp, key, n):
   """Base noise x0 ~ N(0, σ0² I) and, for a class-conditional model, uniform labels."""
   k_x, k_y = jax.random.split(key)
-  x0 = exp.sigma0 * jax.random.normal(k_x, (n,) + exp.data_shape)
+  x0 = jnp.asarray(exp.sigma0, jnp.float32) * jax.random.normal(k_x, (n,) + exp.data_shape)
   y = jax.random.randint(k_y, (n,), 0, exp.num_classes) if exp.num_classes else None
   return x0, y
 

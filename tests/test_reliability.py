@@ -77,13 +77,13 @@ def test_three_kill9_cycles_end_bit_identical(teacher_dir, tmp_path):
 
 
 def _truncate(step_dir):
-  for f in glob.glob(os.path.join(step_dir, 'default', '**', '*'), recursive=True):
+  for f in glob.glob(os.path.join(step_dir, 'state', '**', '*'), recursive=True):
     if os.path.isfile(f):
       open(f, 'wb').close()
 
 
 def _scramble(step_dir):
-  for f in glob.glob(os.path.join(step_dir, 'default', '**', 'd', '*'), recursive=True):
+  for f in glob.glob(os.path.join(step_dir, 'state', '**', 'd', '*'), recursive=True):
     if os.path.isfile(f):
       with open(f, 'r+b') as fh:
         fh.write(os.urandom(max(os.path.getsize(f), 16)))

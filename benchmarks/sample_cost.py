@@ -1,0 +1,76 @@
+"""Sampling throughput: samples per second of the flow map at 1/2/4/8 steps and of the teacher's ODE
+(Euler at the same NFEs and the adaptive solver), measured side by side in one process.
+
+Throughput does not depend on what the weights have learned, except the adaptive solver's step count:
+its NFE is reported with it (on untrained weights it is not the NFE of a trained teacher).
+
+  python benchmarks/sample_cost.py --network mlp --batch 100000 --results
+  python benchmarks/sample_cost.py --network unet --batch 16 --results
+"""
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+
+from flowmap_jax import train
+from flowmap_jax import evaluate
+from step_cost import config_for
+
+
+def timed(run, params, key, n, repeats):
+  out = run(params, key, n)  # compile
+  jax.block_until_ready(out)
+  times = []
+  for i in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(run(params, jax.random.fold_in(key, i), n))
+    times.append(time.perf_counter() - t)
+  nfe = float(out[1]) if isinstance(out, tuple) else None
+  return statistics.median(times), nfe
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--network', default='mlp', choices=['mlp', 'unet', 'dit'])
+  ap.add_argument('--dit_size', default='S')
+  ap.add_argument('--dtype', default='float32')
+  ap.add_argument('--batch', type=int, default=100_000)
+  ap.add_argument('--width', type=int, default=256)
+  ap.add_argument('--depth', type=int, default=4)
+  ap.add_argument('--diag_fraction', type=float, default=0.75)
+  ap.add_argument('--repeats', type=int, default=5)
+  ap.add_argument('--results', action='store_true')
+  args = ap.parse_args()
+  c = config_for('itvm', args)
+  c.eval.ode_rtol = c.eval.ode_atol = 1e-3
+  exp = train.Experiment(c)
+  params = exp.init_params(jax.random.key(0))
+  key = jax.random.key(1)
+  rows = []
+  for n in (1, 2, 4, 8):
+    t, _ = timed(evaluate.image_sampler(exp, 'flow_map', n), params, key, args.batch, args.repeats)
+    te, _ = timed(evaluate.image_sampler(exp, 'euler', n), params, key, args.batch, args.repeats)
+    rows.append((f'{n}', t, te))
+  t_ode, nfe = timed(evaluate.image_sampler(exp, 'ode'), params, key, args.batch, args.repeats)
+  lines = ['| NFE | flow map samples/s | teacher Euler samples/s |', '|---|---|---|']
+  lines += [f'| {n} | {args.batch / t:,.0f} | {args.batch / te:,.0f} |' for n, t, te in rows]
+  lines.append(f'\nTeacher adaptive ODE ({c.eval.teacher_ode}, tolerance 1e-3, {nfe:.0f} NFE on '
+               f'these untrained weights): {args.batch / t_ode:,.0f} samples/s.')
+  device = jax.devices()[0]
+  net = {'mlp': f'MLP {args.depth}×{args.width}', 'unet': 'CIFAR-10 U-Net (configs/itvm_cifar10.py)',
+         'dit': f'DiT-{args.dit_size}/2 on 32×32×3'}[args.network]
+  head = (f'{net}, batch {args.batch}, median of {args.repeats} batches after compilation; '
+          f'{device.device_kind}, {platform.processor() or platform.machine()}, jax {jax.__version__}.')
+  table = '\n'.join(lines)
+  print(head + '\n\n' + table)
+  if args.results:
+    from compare_2d import write_results  # pylint: disable=g-import-not-at-top
+    write_results(f'Sampling throughput: {args.network} (sample_cost.py, {device.platform})',
+                  f'Command: `python benchmarks/sample_cost.py --network {args.network} --batch '
+                  f'{args.batch} --results`\n\n{head}\n\n{table}')
+
+
+if __name__ == '__main__':
+  main()
