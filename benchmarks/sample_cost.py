@@ -7,7 +7,6 @@ its NFE is reported with it (on untrained weights it is not the NFE of a trained
   python benchmarks/sample_cost.py --network mlp --batch 100000 --results
   python benchmarks/sample_cost.py --network unet --batch 16 --results
 """
-import argparse
 import platform
 import statistics
 import time
@@ -16,7 +15,7 @@ import jax
 
 from flowmap_jax import train
 from flowmap_jax import evaluate
-from step_cost import config_for
+from step_cost import config_for, network_args, network_name
 
 
 def timed(run, params, key, n, repeats):
@@ -32,17 +31,7 @@ def timed(run, params, key, n, repeats):
 
 
 def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument('--network', default='mlp', choices=['mlp', 'unet', 'dit'])
-  ap.add_argument('--dit_size', default='S')
-  ap.add_argument('--dtype', default='float32')
-  ap.add_argument('--batch', type=int, default=100_000)
-  ap.add_argument('--width', type=int, default=256)
-  ap.add_argument('--depth', type=int, default=4)
-  ap.add_argument('--diag_fraction', type=float, default=0.75)
-  ap.add_argument('--repeats', type=int, default=5)
-  ap.add_argument('--results', action='store_true')
-  args = ap.parse_args()
+  args = network_args(batch=100_000, repeats=5).parse_args()
   c = config_for('itvm', args)
   c.eval.ode_rtol = c.eval.ode_atol = 1e-3
   exp = train.Experiment(c)
@@ -50,18 +39,16 @@ def main():
   key = jax.random.key(1)
   rows = []
   for n in (1, 2, 4, 8):
-    t, _ = timed(evaluate.image_sampler(exp, 'flow_map', n), params, key, args.batch, args.repeats)
-    te, _ = timed(evaluate.image_sampler(exp, 'euler', n), params, key, args.batch, args.repeats)
+    t, _ = timed(evaluate.sampler(exp, 'flow_map', n), params, key, args.batch, args.repeats)
+    te, _ = timed(evaluate.sampler(exp, 'euler', n), params, key, args.batch, args.repeats)
     rows.append((f'{n}', t, te))
-  t_ode, nfe = timed(evaluate.image_sampler(exp, 'ode'), params, key, args.batch, args.repeats)
+  t_ode, nfe = timed(evaluate.sampler(exp, 'ode'), params, key, args.batch, args.repeats)
   lines = ['| NFE | flow map samples/s | teacher Euler samples/s |', '|---|---|---|']
   lines += [f'| {n} | {args.batch / t:,.0f} | {args.batch / te:,.0f} |' for n, t, te in rows]
   lines.append(f'\nTeacher adaptive ODE ({c.eval.teacher_ode}, tolerance 1e-3, {nfe:.0f} NFE on '
                f'these untrained weights): {args.batch / t_ode:,.0f} samples/s.')
   device = jax.devices()[0]
-  net = {'mlp': f'MLP {args.depth}×{args.width}', 'unet': 'CIFAR-10 U-Net (configs/itvm_cifar10.py)',
-         'dit': f'DiT-{args.dit_size}/2 on 32×32×3'}[args.network]
-  head = (f'{net}, batch {args.batch}, median of {args.repeats} batches after compilation; '
+  head = (f'{network_name(args)}, batch {args.batch}, median of {args.repeats} batches after compilation; '
           f'{device.device_kind}, {platform.processor() or platform.machine()}, jax {jax.__version__}.')
   table = '\n'.join(lines)
   print(head + '\n\n' + table)

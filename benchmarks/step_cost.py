@@ -89,19 +89,32 @@ def measure(name, args):
           'passes': passes(name, args.diag_fraction) if name != 'fm' else 3.0}
 
 
-def main():
+def network_args(batch, repeats):
+  """The arguments `config_for` reads, shared with sample_cost.py."""
   ap = argparse.ArgumentParser()
   ap.add_argument('--network', default='mlp', choices=['mlp', 'unet', 'dit'])
   ap.add_argument('--dit_size', default='S')
   ap.add_argument('--dtype', default='float32', help='image networks: float32 | bfloat16')
-  ap.add_argument('--batch', type=int, default=4096)
+  ap.add_argument('--batch', type=int, default=batch)
   ap.add_argument('--width', type=int, default=256)
   ap.add_argument('--depth', type=int, default=4)
   ap.add_argument('--diag_fraction', type=float, default=0.75)
-  ap.add_argument('--repeats', type=int, default=30)
+  ap.add_argument('--repeats', type=int, default=repeats)
+  ap.add_argument('--results', action='store_true', help='write the table into RESULTS.md')
+  return ap
+
+
+def network_name(args):
+  return {'mlp': f'MLP {args.depth}×{args.width}',
+          'unet': 'CIFAR-10 U-Net (configs/itvm_cifar10.py: DDPM++ 128 ch ×[2,2,2], 4 blocks)',
+          'dit': f'DiT-{args.dit_size}/2 on 32×32×3'}[args.network] + (
+              f', {args.dtype}' if args.network != 'mlp' else '')
+
+
+def main():
+  ap = network_args(batch=4096, repeats=30)
   ap.add_argument('--warmup', type=int, default=3)
   ap.add_argument('--losses', default=','.join(LOSSES))
-  ap.add_argument('--results', action='store_true')
   args = ap.parse_args()
   names = args.losses.split(',')
   rows = {n: measure(n, args) for n in names}
@@ -115,12 +128,7 @@ def main():
   device = jax.devices()[0]
   machine = (f'{device.device_kind} ({jax.device_count()} device(s)), {platform.processor() or platform.machine()}, '
              f'jax {jax.__version__}')
-  net = {'mlp': f'MLP {args.depth}×{args.width}',
-         'unet': 'CIFAR-10 U-Net (configs/itvm_cifar10.py: DDPM++ 128 ch ×[2,2,2], 4 blocks)',
-         'dit': f'DiT-{args.dit_size}/2 on 32×32×3'}[args.network]
-  if args.network != 'mlp':
-    net += f', {args.dtype}'
-  head = (f'{net}, batch {args.batch}, diag_fraction {args.diag_fraction}; median of '
+  head = (f'{network_name(args)}, batch {args.batch}, diag_fraction {args.diag_fraction}; median of '
           f'{args.repeats} steps after compilation; {machine}.')
   table = '\n'.join(lines)
   print(head + '\n\n' + table)

@@ -38,35 +38,59 @@ def _scores(data, samples, energy_n):
           'energy': kl_lib.energy_distance(data[:energy_n], samples[:energy_n])}
 
 
-def _noise_fn(exp):
-  sigma0 = jnp.asarray(exp.sigma0, jnp.float32)
-  return lambda key, n: sigma0 * jax.random.normal(key, (n,) + exp.data_shape)
+def noise_and_labels(exp, key, n):
+  """Base noise x0 ~ N(0, σ0² I) from `key` and, for a class-conditional model, uniform labels."""
+  x0 = jnp.asarray(exp.sigma0, jnp.float32) * jax.random.normal(key, (n,) + exp.data_shape)
+  y = (jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, exp.num_classes)
+       if exp.num_classes else None)
+  return x0, y
 
 
-def _samples(exp, sampler, rng, n, batch_size):
-  """`sampler(x0)` over n base-noise draws, batch by batch (one jit for every batch)."""
-  noise = _noise_fn(exp)
-  run = jax.jit(lambda key, m: sampler(noise(key, m)), static_argnums=1)
-  return sampling.in_batches(run, rng, n, batch_size)
+@functools.lru_cache(maxsize=64)
+def _compiled_sampler(exp, kind, guidance):
+  """jit of (params, key, num_steps, n) -> samples (and NFE for the ODE). The parameters and the
+  step count are arguments, so one compilation serves every checkpoint and step count (plots during
+  training included)."""
+  e = exp.config.eval
+
+  def run(params, key, num_steps, n):
+    x0, y = noise_and_labels(exp, key, n)
+    if kind == 'flow_map':
+      return sampling.uniform_flow_map_sample(exp.apply_fn, params, x0, num_steps, y)
+    v = exp.velocity(params, guidance)
+    if kind == 'euler':
+      return sampling.euler(v, x0, num_steps, y)
+    return sampling.adaptive(v, x0, e.teacher_ode, e.ode_rtol, e.ode_atol, y=y)
+  return jax.jit(run, static_argnums=3)
+
+
+def sampler(exp, kind, num_steps=None, guidance=1.0):
+  """(params, key, n) -> samples of `kind` ('flow_map' | 'euler' at num_steps, or 'ode', which
+  returns (samples, NFE)), from the base noise of `key`."""
+  run = _compiled_sampler(exp, kind, float(guidance))
+  return lambda params, key, n: run(params, key, num_steps or 0, n)
+
+
+def _samples(exp, kind, params, rng, n, batch_size, num_steps=None):
+  """n samples of `kind`, batch by batch (bounded memory)."""
+  run = sampler(exp, kind, num_steps)
+  return sampling.in_batches(lambda key, m: run(params, key, m), rng, n, batch_size)
 
 
 def flow_map_samples(exp, params, rng, n, num_steps, batch_size):
-  f = lambda x0: sampling.flow_map_sample(exp.apply_fn, params, x0, sampling.uniform_grid(num_steps))
-  return _samples(exp, f, rng, n, batch_size)
+  return _samples(exp, 'flow_map', params, rng, n, batch_size, num_steps)
 
 
 def teacher_scores(texp, tparams, data, rng, config):
   """Teacher Euler at each step count and its adaptive ODE, scored against `data`."""
   e = config.eval
-  v = texp.velocity(tparams)
   out = {'teacher_euler': {}}
   panels = {}
   for n in e.steps:
-    x = _samples(texp, lambda x0: sampling.euler(v, x0, n), rng, e.num_samples, e.batch_size)
+    x = _samples(texp, 'euler', tparams, rng, e.num_samples, e.batch_size, n)
     out['teacher_euler'][str(n)] = _scores(data, x, e.energy_samples)
     panels[f'Euler {n}'] = x
-  ode = lambda x0: sampling.adaptive(v, x0, e.teacher_ode, e.ode_rtol, e.ode_atol)
-  x, nfes = _samples(texp, ode, rng, e.num_samples, e.batch_size)
+  x, nfes = _samples(texp, 'ode', tparams, rng, e.num_samples, e.batch_size)
   out['teacher_ode'] = dict(_scores(data, x, e.energy_samples), nfe=float(np.mean(nfes)))
   panels[f'{e.teacher_ode} ({out["teacher_ode"]["nfe"]:.0f} NFE)'] = x
   return out, panels
@@ -189,47 +213,15 @@ def image_estimator(config):
           'steps': [int(n) for n in e.steps]}
 
 
-def noise_and_labels(exp, key, n):
-  """Base noise x0 ~ N(0, σ0² I) and, for a class-conditional model, uniform labels."""
-  k_x, k_y = jax.random.split(key)
-  x0 = jnp.asarray(exp.sigma0, jnp.float32) * jax.random.normal(k_x, (n,) + exp.data_shape)
-  y = jax.random.randint(k_y, (n,), 0, exp.num_classes) if exp.num_classes else None
-  return x0, y
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_sampler(exp, kind, guidance):
-  """jit of (params, key, num_steps, n) -> samples in [-1, 1] (and NFE for the ODE). The parameters
-  and the step count are arguments, so one compilation serves every checkpoint and step count."""
-  e = exp.config.eval
-
-  def run(params, key, num_steps, n):
-    x0, y = noise_and_labels(exp, key, n)
-    if kind == 'flow_map':
-      return sampling.uniform_flow_map_sample(exp.apply_fn, params, x0, num_steps, y)
-    v = exp.velocity(params, guidance)
-    if kind == 'euler':
-      return sampling.uniform_flow_map_sample(lambda _, s, t, x, y_: v(s, x, y_), None, x0,
-                                              num_steps, y)
-    return sampling.adaptive(v, x0, e.teacher_ode, e.ode_rtol, e.ode_atol, y=y)
-  return jax.jit(run, static_argnums=3)
-
-
-def image_sampler(exp, kind, num_steps=None, guidance=1.0):
-  """(params, key, n) -> samples of `kind` ('flow_map' | 'euler' at num_steps, or 'ode')."""
-  run = _compiled_sampler(exp, kind, float(guidance))
-  return lambda params, key, n: run(params, key, num_steps or 0, n)
-
-
 def image_grid(exp, params, steps, kind='flow_map', guidance=1.0):
   """uint8 mosaic: one row per step count, the same noise and labels in every row."""
   n = int(exp.config.eval.grid_size)
   key = jax.random.key(exp.config.seed + 20_000)
-  rows = {k: images.quantize(image_sampler(exp, kind, k, guidance)(params, key, n)) for k in steps}
+  rows = {k: images.quantize(sampler(exp, kind, k, guidance)(params, key, n)) for k in steps}
   return plots.image_grid(rows)
 
 
-def sample_features(sampler, params, features, key, n, batch_size):
+def sample_features(run, params, features, key, n, batch_size):
   """Inception features of n samples, batches split over the processes and gathered (the count is
   rounded up to whole batches on every process). Returns (features, mean NFE or None)."""
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -238,7 +230,7 @@ def sample_features(sampler, params, features, key, n, batch_size):
   num_batches = -(-num_batches // procs) * procs
   feats, nfes = [], []
   for b in range(jax.process_index(), num_batches, procs):
-    out = sampler(params, jax.random.fold_in(key, b), batch_size)
+    out = run(params, jax.random.fold_in(key, b), batch_size)
     if isinstance(out, tuple):
       out, nfe = out
       nfes.append(float(nfe))
@@ -246,7 +238,7 @@ def sample_features(sampler, params, features, key, n, batch_size):
   feats = np.concatenate(feats)
   if procs > 1:
     feats = np.asarray(multihost_utils.process_allgather(feats, tiled=True))
-  return feats[:max(n, 1)], (float(np.mean(nfes)) if nfes else None)
+  return feats[:n], (float(np.mean(nfes)) if nfes else None)
 
 
 def _fid_tools(config):
@@ -274,13 +266,13 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher_exp=None, teach
   tools, results['fid_off'] = _fid_tools(config)
   key = jax.random.key(config.seed + 10_000)
 
-  def score(sampler, p):
-    feats, nfe = sample_features(sampler, p, tools[0], key, n, int(e.batch_size))
+  def score(run, p):
+    feats, nfe = sample_features(run, p, tools[0], key, n, int(e.batch_size))
     out = {'fid': fid_lib.frechet_distance(*fid_lib.statistics(feats), *tools[1])}
     return dict(out, nfe=nfe) if nfe is not None else out
 
   if tools is not None and config.loss.name != 'fm':
-    results['flow_map'] = {str(k): score(image_sampler(exp, 'flow_map', k), params)
+    results['flow_map'] = {str(k): score(sampler(exp, 'flow_map', k), params)
                            for k in e.steps}
   texp, tparams, guidance = ((exp, params, e.guidance) if config.loss.name == 'fm'
                              else (teacher_exp, jax.device_get(teacher_params),
@@ -290,9 +282,9 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher_exp=None, teach
     if cached is not None:
       results.update(cached)
     else:
-      results['teacher_euler'] = {str(k): score(image_sampler(texp, 'euler', k, guidance), tparams)
+      results['teacher_euler'] = {str(k): score(sampler(texp, 'euler', k, guidance), tparams)
                                   for k in e.steps}
-      results['teacher_ode'] = score(image_sampler(texp, 'ode', guidance=guidance), tparams)
+      results['teacher_ode'] = score(sampler(texp, 'ode', guidance=guidance), tparams)
 
   if jax.process_index() == 0:
     grid_steps = (1, 2, 4, 8)

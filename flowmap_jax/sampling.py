@@ -43,7 +43,7 @@ def euler(velocity, x0, num_steps: int, y=None):
   """Explicit Euler on dx/dt = b_t(x) from t = 0 to 1: `num_steps` evaluations. It is the flow-map
   sampler of the map x + (t − s) b_s(x), whose average velocity is the velocity at the start."""
   euler_map = lambda _, s, t, x, y_: velocity(s, x, y_)
-  return flow_map_sample(euler_map, None, x0, uniform_grid(num_steps), y)
+  return uniform_flow_map_sample(euler_map, None, x0, num_steps, y)
 
 
 def heun(velocity, x0, num_steps: int, y=None):

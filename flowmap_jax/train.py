@@ -469,7 +469,7 @@ def sample_workdir(config, workdir, num_samples=20_000):
   params, rng = jax.device_get(slowest_ema(state)), jax.random.key(config.seed + 30_000)
   if exp.is_image:
     n = int(config.eval.grid_size) ** 2
-    samples = {f'{k} steps': images.quantize(evaluate.image_sampler(exp, 'flow_map', k)(params, rng, n))
+    samples = {f'{k} steps': images.quantize(evaluate.sampler(exp, 'flow_map', k)(params, rng, n))
                for k in config.eval.steps}
     grid = {k: v[:config.eval.grid_size] for k, v in samples.items()}
   else:
