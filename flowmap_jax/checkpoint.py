@@ -32,7 +32,8 @@ def save(mngr, state, data_iter=None, *, force=True):
 
 def restore_latest(mngr, abstract_state, data_iter=None):
   """The latest checkpoint that restores, or None; `data_iter` (a grain iterator) is set in place
-  to the position saved with it.
+  to the position saved with it. A data position that does not restore (another process count, a
+  checkpoint saved without one) costs only the data order: it is reported and the state is used.
 
   An unreadable latest checkpoint (a crash mid-write, a truncated or corrupted file) is reported,
   moved aside to `checkpoints_unreadable/` (so the run can write that step again) and the previous one
@@ -40,10 +41,8 @@ def restore_latest(mngr, abstract_state, data_iter=None):
   """
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      items = {'state': ocp.args.StandardRestore(abstract_state)}
-      if data_iter is not None:
-        items['data'] = grain.checkpoint.CheckpointRestore(data_iter)
-      return mngr.restore(step, args=ocp.args.Composite(**items)).state
+      state = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state))).state
     except Exception as e:  # pylint: disable=broad-except
       message = f'{type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ""}'
       aside = (epath.Path(mngr.directory).parent / 'checkpoints_unreadable'
@@ -56,6 +55,17 @@ def restore_latest(mngr, abstract_state, data_iter=None):
         (epath.Path(mngr.directory) / str(step)).rename(aside)
       jax.experimental.multihost_utils.sync_global_devices(f'moved_{step}')
       mngr.reload()
+      continue
+    if data_iter is not None:
+      try:
+        mngr.restore(step, args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(data_iter)))
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('The data position saved at step %d in %s does not restore (%s: %s); the '
+                        'state does, so the run resumes with its data order started over.', step,
+                        mngr.directory, type(e).__name__, str(e).splitlines()[0][:300] if str(e)
+                        else '')
+    return state
   return None
 
 

@@ -303,3 +303,32 @@ def test_fid_statistics_round_trip_and_labels(tmp_path):
   np.testing.assert_array_equal(mu, mu2)
   np.testing.assert_array_equal(sigma, sigma2)
   assert fid.label(50_000) == 'FID' and fid.label(5000) == 'FID-5k proxy'
+
+
+def test_checkpoint_restores_the_data_position_and_survives_its_loss(tmp_path, caplog):
+  """The grain position comes back with the state; a position that cannot come back (here: its
+  files gone, as after a change of process count) costs the data order only, never the state."""
+  import grain  # pylint: disable=g-import-not-at-top
+  from flowmap_jax import config_io as cio  # pylint: disable=g-import-not-at-top
+  exp = train.Experiment(cio.load(os.path.join(REPO, 'configs', 'fm_checkerboard.py') + ':smoke'))
+  state = exp.init_state()
+  make_iter = lambda: iter(grain.MapDataset.range(100).shuffle(seed=3).batch(4).to_iter_dataset())
+  it = make_iter()
+  next(it), next(it)
+  mngr = checkpoint.manager(tmp_path)
+  checkpoint.save(mngr, state, it)
+  mngr.wait_until_finished()
+  expected = next(it)
+  resumed = make_iter()
+  restored = checkpoint.restore_latest(mngr, exp.abstract_state(), resumed)
+  np.testing.assert_array_equal(next(resumed), expected)
+  for f in (tmp_path / 'checkpoints' / '0' / 'data').iterdir():
+    f.unlink()
+  fresh = make_iter()
+  with caplog.at_level('WARNING'):
+    again = checkpoint.restore_latest(mngr, exp.abstract_state(), fresh)
+  mngr.close()
+  assert again is not None and int(again.step) == int(restored.step) == 0
+  assert 'data order started over' in caplog.text
+  assert (tmp_path / 'checkpoints' / '0').exists()  # not moved aside as unreadable
+  np.testing.assert_array_equal(next(fresh), next(make_iter()))
