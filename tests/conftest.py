@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -10,7 +12,10 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # One compilation cache for the session (this process and the runs it starts): identical programs,
 # e.g. a teacher's step in several runs, compile once.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='flowmap_jax_cache_'))
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache = tempfile.mkdtemp(prefix='flowmap_jax_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)  # a few hundred MB per session
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 sys.path.insert(0, os.path.dirname(__file__))
 
