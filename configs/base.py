@@ -58,6 +58,7 @@ def get_config():
   c.model.size = 'S'
   c.model.patch_size = 2
   c.model.dtype = 'float32'          # activations: float32 | bfloat16 (parameters stay float32)
+  c.model.remat = 'none'             # none | full | dots: recompute blocks in the backward (memory)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adam'              # adam | adamw | radam

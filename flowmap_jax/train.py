@@ -190,13 +190,10 @@ class Experiment:
 
   # ------------------------------------------------------------------------- the pure step
 
-  def train_step(self, state, batch, teacher_params):
-    """One optimiser step: loss and gradient, update, EMAs; non-finite steps are skipped on device.
-
-    `batch` is {} for generated 2-D data (drawn here from the step key), {'image': uint8,
-    'label': int32} from the image pipeline, or {'x1': float} (tests).
-    Returns (new state, metrics of this step).
-    """
+  def loss_of_params(self, state, batch, teacher_params):
+    """The step's loss as a function of the online parameters only, params ↦ (loss, aux): this
+    step's data, noise, labels, dropout, teacher and EMA fixed (train_step differentiates it;
+    benchmarks/step_cost.py reads its saved residuals)."""
     c = self.config
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     k_data, k_noise, k_loss = jax.random.split(key, 3)
@@ -228,6 +225,17 @@ class Experiment:
       return self.loss_fn(apply_fn, params, x0, x1, k_loss, config=c.loss, ema_params=ema,
                           teacher=teacher, y=y)
 
+    return loss_of
+
+  def train_step(self, state, batch, teacher_params):
+    """One optimiser step: loss and gradient, update, EMAs; non-finite steps are skipped on device.
+
+    `batch` is {} for generated 2-D data (drawn here from the step key), {'image': uint8,
+    'label': int32} from the image pipeline, or {'x1': float} (tests).
+    Returns (new state, metrics of this step).
+    """
+    c = self.config
+    loss_of = self.loss_of_params(state, batch, teacher_params)
     (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

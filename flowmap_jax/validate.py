@@ -98,6 +98,9 @@ def problems_of(config, num_devices=None, num_processes=None):
   elif m.name in ('unet', 'dit'):
     p.append(f'model.name={m.name!r} is an image network but data.name={d.name!r} is 2-D; use '
              "model.name='mlp'.")
+  if m.name == 'mlp' and m.remat != 'none':
+    p.append(f"model.remat={m.remat!r} applies to the image networks' blocks; the MLP keeps its "
+             "activations (use 'none').")
 
   num_devices = jax.device_count() if num_devices is None else num_devices
   num_processes = jax.process_count() if num_processes is None else num_processes
@@ -151,6 +154,7 @@ def _image_problems(p, config):
   if config.teacher.guidance < 0 or e.guidance < 0:
     p.append('teacher.guidance and eval.guidance must be >= 0 (1 = no guidance).')
   _choice(p, 'model.dtype', m.dtype, models.DTYPES)
+  _choice(p, 'model.remat', m.remat, models.REMAT)
   if not 0 <= m.dropout < 1:
     p.append(f'model.dropout={m.dropout} must be in [0, 1).')
   if m.name == 'unet' and d.image_size >= 8:

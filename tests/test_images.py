@@ -19,6 +19,7 @@ from flowmap_jax import config_io
 from flowmap_jax import flow_map
 from flowmap_jax import models
 from flowmap_jax import train
+from flowmap_jax import validate
 from flowmap_jax.data import images
 from flowmap_jax.evaluation import fid
 from test_pipeline import REPO
@@ -190,10 +191,11 @@ def test_missing_data_set_says_how_to_prepare_it(tmp_path):
 # --------------------------------------------------------------------------- networks
 
 
-def _tiny(name, num_classes=0, dtype='float32'):
+def _tiny(name, num_classes=0, **overrides):
   m = ml_collections.ConfigDict(dict(
       name=name, channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,), dropout=0.0,
-      size='S', patch_size=4, dtype=dtype, num_fourier=4, max_freq=8.0))
+      size='S', patch_size=4, dtype='float32', num_fourier=4, max_freq=8.0, remat='none'))
+  m.update(overrides)
   return models.get(m, sigma=0.5, num_classes=num_classes)
 
 
@@ -231,6 +233,50 @@ def test_mixed_precision_keeps_float32_params_and_output(name):
   out = net.apply({'params': params}, s, s + 0.1, x, y)
   assert out.dtype == jnp.float32 and out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
 
+
+def _residual_bytes(fn, *args):
+  """Bytes that `jax.vjp(fn)` keeps for the backward pass (its residuals), traced only."""
+  leaves = jax.tree.leaves(jax.eval_shape(lambda *a: jax.vjp(fn, *a)[1], *args))
+  return sum(a.size * a.dtype.itemsize for a in leaves)
+
+
+@pytest.mark.parametrize('name', ['unet', 'dit'])
+def test_remat_keeps_parameters_and_gradient_and_keeps_less_for_the_backward(name):
+  """model.remat recomputes each block in the backward: the same parameter tree, the same gradient
+  of a jvp-based objective (the shape of every flow-map loss), and fewer residuals kept."""
+  x = 0.5 * jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  s, t, y = jnp.array([0.1, 0.3]), jnp.array([0.6, 0.9]), jnp.array([0, 3])
+  small = dict(size='T', patch_size=2, channel_mult=(1,), attn_resolutions=(8,))
+  net = _tiny(name, num_classes=3, **small)
+  params = jax.jit(net.init)(jax.random.key(1), s, t, x, y)['params']
+  params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(a.size), a.shape),
+                        params)  # non-zero zero-initialised layers
+  grads, kept = {}, {}
+  for remat in models.REMAT:  # one parameter tree serves every setting
+    net = _tiny(name, num_classes=3, remat=remat, **small)
+    apply_fn = lambda p, s_, t_, x_, y_: net.apply({'params': p}, s_, t_, x_, y_)
+
+    def objective(p):
+      X, dX_dt = flow_map.X_and_dt(apply_fn, p, s, t, x, y)
+      return jnp.mean(X ** 2) + jnp.mean(dX_dt ** 2)
+
+    grads[remat] = jax.jit(jax.grad(objective))(params)
+    kept[remat] = _residual_bytes(objective, params)
+  for remat in ('full', 'dots'):
+    assert jax.tree.structure(grads[remat]) == jax.tree.structure(grads['none'])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 grads[remat], grads['none'])
+  assert kept['full'] < 0.6 * kept['none'], kept
+  assert kept['full'] <= kept['dots'] < kept['none'], kept
+
+
+
+def test_remat_names_are_checked():
+  c = config_io.load(os.path.join(REPO, 'configs', 'lsd_cifar10.py') + ':smoke')
+  c.model.remat = 'some'
+  assert any("model.remat='some' is not known" in p for p in validate.problems_of(c))
+  c.model.remat = 'dots'
+  assert validate.problems_of(c) == []
 
 def test_classifier_free_guidance_velocity():
   c = config_io.load(os.path.join(REPO, 'configs', 'fm_imagenet.py') + ':smoke')

@@ -159,6 +159,7 @@ BAD = [  # (override, what the message must say)
     ("--config.teacher.config=configs/nope.py", "teacher.config='configs/nope.py' is not a config"),
     ('--config.loss.diag_fraction=abc', 'diag_fraction'),
     ('--config.loss.nope=1', 'nope'),
+    ('--config.model.remat=full', "model.remat='full' applies to the image networks"),
 ]
 
 

@@ -6,12 +6,14 @@ labels (None when unconditional), `train` switching dropout on.
 import jax.numpy as jnp
 
 from flowmap_jax.models import dit
+from flowmap_jax.models import unet
 from flowmap_jax.models.dit import DiT
 from flowmap_jax.models.mlp import MLP
 from flowmap_jax.models.unet import UNet
 
 MODELS = ('mlp', 'unet', 'dit')
 DIT_SIZES = tuple(dit.SIZES)
+REMAT = tuple(unet.REMAT)   # model.remat: which activations a block keeps for the backward
 # None: computations in the inputs' dtype (float32 in training, float64 in the derivative tests).
 DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
@@ -23,7 +25,7 @@ def get(config_model, sigma, num_classes=0):
     return MLP(width=m.width, depth=m.depth, activation=m.activation, num_fourier=m.num_fourier,
                max_freq=m.max_freq, sigma=sigma)
   common = dict(dropout=m.dropout, num_classes=num_classes, num_fourier=m.num_fourier,
-                max_freq=m.max_freq, sigma=sigma, dtype=DTYPES[m.dtype])
+                max_freq=m.max_freq, sigma=sigma, dtype=DTYPES[m.dtype], remat=m.remat)
   if m.name == 'unet':
     return UNet(channels=m.channels, channel_mult=tuple(m.channel_mult), num_blocks=m.num_blocks,
                 attn_resolutions=tuple(m.attn_resolutions), **common)

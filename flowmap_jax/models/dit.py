@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from flowmap_jax.models.unet import attention, cast, conditioning
+from flowmap_jax.models.unet import attention, cast, conditioning, remat_block
 
 # name: (hidden width, depth, heads), as in the DiT paper; 'T' (tiny) is ours, for smoke runs.
 SIZES = {'T': (64, 2, 2), 'S': (384, 12, 6), 'B': (768, 12, 12), 'L': (1024, 24, 16),
@@ -68,6 +68,7 @@ class DiT(nn.Module):
   max_freq: float = 32.0
   sigma: float = 0.5
   dtype: Optional[jnp.dtype] = None
+  remat: str = 'none'   # models.REMAT: recompute each DiTBlock in the backward pass
 
   @nn.compact
   def __call__(self, s, t, x, y=None, train=False):
@@ -79,8 +80,9 @@ class DiT(nn.Module):
         cast(x / self.sigma, self.dtype))
     grid = H // p
     h = h.reshape(B, grid * grid, width) + jnp.asarray(sincos_2d(grid, width), h.dtype)
-    for _ in range(depth):
-      h = DiTBlock(width, heads, dropout=self.dropout, dtype=self.dtype)(h, c, train)
+    for i in range(depth):  # named, so the parameter tree does not depend on model.remat
+      h = remat_block(DiTBlock, self.remat)(width, heads, dropout=self.dropout, dtype=self.dtype,
+                                            name=f'DiTBlock_{i}')(h, c, train)
     shift, scale = jnp.split(nn.Dense(2 * width, dtype=self.dtype,
                                       kernel_init=nn.initializers.zeros)(c), 2, axis=-1)
     h = modulate(layer_norm(self.dtype)(h), shift, scale)

@@ -8,12 +8,30 @@ to. Conditioning is on (s, t − s) through `TwoTimeEmbedding`, plus an optional
 adaptive GroupNorm scale and shift in every residual block. Attention is plain XLA (einsum and
 softmax), so `jax.jvp` differentiates through it.
 """
+import itertools
 from typing import Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from flowmap_jax.models.embeddings import TwoTimeEmbedding
+
+# Rematerialisation of each residual/transformer block (`jax.checkpoint` through `nn.remat`): the
+# backward pass (and the jvp's backward) recomputes a block's activations instead of keeping them.
+# 'full' keeps only each block's inputs; 'dots' also keeps matmul outputs without batch dimensions
+# (weights-only products), the usual transformer compromise; 'none' keeps everything.
+REMAT = {'none': None, 'full': jax.checkpoint_policies.nothing_saveable,
+         'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def remat_block(block, remat):
+  """`block` (a Module class called as (x, emb, train)) under `jax.checkpoint` with the named policy
+  of `REMAT` ('none': unchanged). `train` (argument 3, counting self) stays static. Callers name
+  the blocks, since the wrapper's class name would otherwise rename their parameters."""
+  if remat == 'none':
+    return block
+  return nn.remat(block, static_argnums=(3,), policy=REMAT[remat])
 
 
 def attention(q, k, v):
@@ -85,6 +103,7 @@ class UNet(nn.Module):
   max_freq: float = 32.0
   sigma: float = 0.5
   dtype: Optional[jnp.dtype] = None  # activations (bfloat16: mixed precision); params stay float32
+  remat: str = 'none'              # models.REMAT: recompute each ResBlock in the backward pass
 
   @nn.compact
   def __call__(self, s, t, x, y=None, train=False):
@@ -92,7 +111,10 @@ class UNet(nn.Module):
     emb = conditioning(self, s, t, y, 4 * self.channels)
     res = x.shape[1]
     h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(cast(x / self.sigma, self.dtype))
-    block = lambda c, **kw: ResBlock(c, dropout=self.dropout, dtype=self.dtype, **kw)
+    Block, count = remat_block(ResBlock, self.remat), itertools.count()
+    # Explicit names: the parameter tree stays the same whatever model.remat says.
+    block = lambda c, **kw: Block(c, dropout=self.dropout, dtype=self.dtype,
+                                  name=f'ResBlock_{next(count)}', **kw)
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
       if level > 0:
