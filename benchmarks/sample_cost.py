@@ -7,7 +7,6 @@ its NFE is reported with it (on untrained weights it is not the NFE of a trained
   python benchmarks/sample_cost.py --network mlp --batch 100000 --results
   python benchmarks/sample_cost.py --network unet --batch 16 --results
 """
-import platform
 import statistics
 import time
 
@@ -15,7 +14,7 @@ import jax
 
 from flowmap_jax import train
 from flowmap_jax import evaluate
-from step_cost import config_for, network_args, network_name
+from step_cost import config_for, machine, network_args, network_name, report
 
 
 def timed(run, params, key, n, repeats):
@@ -47,16 +46,10 @@ def main():
   lines += [f'| {n} | {args.batch / t:,.0f} | {args.batch / te:,.0f} |' for n, t, te in rows]
   lines.append(f'\nTeacher adaptive ODE ({c.eval.teacher_ode}, tolerance 1e-3, {nfe:.0f} NFE on '
                f'these untrained weights): {args.batch / t_ode:,.0f} samples/s.')
-  device = jax.devices()[0]
-  head = (f'{network_name(args)}, batch {args.batch}, median of {args.repeats} batches after compilation; '
-          f'{device.device_kind}, {platform.processor() or platform.machine()}, jax {jax.__version__}.')
-  table = '\n'.join(lines)
-  print(head + '\n\n' + table)
-  if args.results:
-    from compare_2d import write_results  # pylint: disable=g-import-not-at-top
-    write_results(f'Sampling throughput: {args.network} (sample_cost.py, {device.platform})',
-                  f'Command: `python benchmarks/sample_cost.py --network {args.network} --batch '
-                  f'{args.batch} --results`\n\n{head}\n\n{table}')
+  head = (f'{network_name(args)}, batch {args.batch}, median of {args.repeats} batches after '
+          f'compilation; {machine()}.')
+  report(f'Sampling throughput: {args.network} (sample_cost.py', head, '\n'.join(lines),
+         args.results)
 
 
 if __name__ == '__main__':

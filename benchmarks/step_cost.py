@@ -1,18 +1,24 @@
 """Every loss's training-step cost relative to flow matching, measured side by side in one process.
 
-For each loss: median step time after compilation, XLA's memory estimate of the compiled step
-(`compiled.memory_analysis()`: temporaries + outputs), compile time, and the network passes the loss
-costs in forward-equivalents (a forward 1, a backward 2, a jvp 2 and its backward 4; frozen teacher
-and EMA evaluations are forwards), each relative to fm. Prints a Markdown table; --results writes it
-into benchmarks/RESULTS.md.
+For each loss: median step time after compilation (all losses compiled first, then stepped in
+turn, so they share the machine's state), XLA's memory estimate of the compiled step
+(`compiled.memory_analysis()`: temporaries + outputs), what autodiff keeps for the backward pass (the
+residuals of `jax.vjp` of the loss, parameters included: the activation memory that `model.remat`
+trades for recomputation, independent of the backend's scheduler), compile time, and the network
+passes the loss costs in forward-equivalents (a forward 1, a backward 2, a jvp 2 and its backward 4;
+frozen teacher and EMA evaluations are forwards), each relative to fm. Prints a Markdown table;
+--results writes it into benchmarks/RESULTS.md.
 
   python benchmarks/step_cost.py --network mlp --batch 4096 --results
-  python benchmarks/step_cost.py --network unet --batch 8 --losses fm,lsd,itvm --results  # CIFAR-10
-  python benchmarks/step_cost.py --network dit --batch 8 --results                        # DiT-S/2
+  python benchmarks/step_cost.py --network unet --batch 8 --repeats 5 --results  # CIFAR-10 U-Net
+  python benchmarks/step_cost.py --network dit --batch 4 --repeats 5 --results   # DiT-S/2
+  python benchmarks/step_cost.py --network unet --batch 8 --remat full --losses fm,itvm --results
 """
 import argparse
 import platform
+import shlex
 import statistics
+import sys
 import time
 
 import jax
@@ -50,7 +56,7 @@ def config_for(name, args):
     c = config_io.load('configs/itvm_cifar10.py')
     if args.network == 'dit':
       c.model.name, c.model.size, c.model.patch_size = 'dit', args.dit_size, 2
-    c.model.dtype = args.dtype
+    c.model.dtype, c.model.remat = args.dtype, args.remat
   c.loss.name = name
   c.loss.diag_fraction = args.diag_fraction
   c.data.batch_size = args.batch
@@ -65,7 +71,17 @@ def batch_for(exp, args):
           'label': rng.randint(0, 10, (args.batch,)).astype(np.int32)}
 
 
-def measure(name, args):
+def residual_bytes(exp, state, batch, teacher):
+  """Bytes of the residuals `jax.vjp` of this step's loss keeps for its backward (traced only)."""
+  def vjp_fn(state, batch, teacher):
+    return jax.vjp(exp.loss_of_params(state, batch, teacher), state.params, has_aux=True)[1]
+  leaves = jax.tree.leaves(jax.eval_shape(vjp_fn, state, batch, teacher))
+  return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves)
+
+
+def prepare(name, args):
+  """Compiles one loss's train step; returns its costs known before running and `step()`, which
+  runs one step and returns its wall time."""
   c = config_for(name, args)
   exp = train.Experiment(c)
   state = exp.init_state()
@@ -75,18 +91,33 @@ def measure(name, args):
   compiled = exp.jit_train_step.lower(state, batch, teacher).compile()
   compile_s = time.time() - t0
   mem = compiled.memory_analysis()
-  mem_bytes = mem.temp_size_in_bytes + mem.output_size_in_bytes if mem else float('nan')
-  for _ in range(args.warmup):
-    state, m = compiled(state, batch, teacher)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(args.repeats):
+  carry = {'state': state}
+
+  def step():
     t = time.perf_counter()
-    state, m = compiled(state, batch, teacher)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t)
-  return {'time': statistics.median(times), 'mem': mem_bytes, 'compile': compile_s,
+    carry['state'], _ = compiled(carry['state'], batch, teacher)  # the old state is donated
+    jax.block_until_ready(carry['state'])
+    return time.perf_counter() - t
+
+  return {'step': step, 'compile': compile_s,
+          'mem': mem.temp_size_in_bytes + mem.output_size_in_bytes if mem else float('nan'),
+          'residuals': residual_bytes(exp, state, batch, teacher),
           'passes': passes(name, args.diag_fraction) if name != 'fm' else 3.0}
+
+
+def measure(names, args):
+  """Every loss compiled first, then timed round-robin (one step of each in turn, `repeats`
+  rounds): drift of the machine and the first-measured penalty fall on every loss alike."""
+  rows = {n: prepare(n, args) for n in names}
+  times = {n: [] for n in names}
+  for i in range(args.warmup + args.repeats):
+    for n, r in rows.items():
+      dt = r['step']()
+      if i >= args.warmup:
+        times[n].append(dt)
+  for n, r in rows.items():
+    r['time'] = statistics.median(times[n])
+  return rows
 
 
 def network_args(batch, repeats):
@@ -95,6 +126,7 @@ def network_args(batch, repeats):
   ap.add_argument('--network', default='mlp', choices=['mlp', 'unet', 'dit'])
   ap.add_argument('--dit_size', default='S')
   ap.add_argument('--dtype', default='float32', help='image networks: float32 | bfloat16')
+  ap.add_argument('--remat', default='none', help='image networks: none | full | dots')
   ap.add_argument('--batch', type=int, default=batch)
   ap.add_argument('--width', type=int, default=256)
   ap.add_argument('--depth', type=int, default=4)
@@ -108,7 +140,7 @@ def network_name(args):
   return {'mlp': f'MLP {args.depth}×{args.width}',
           'unet': 'CIFAR-10 U-Net (configs/itvm_cifar10.py: DDPM++ 128 ch ×[2,2,2], 4 blocks)',
           'dit': f'DiT-{args.dit_size}/2 on 32×32×3'}[args.network] + (
-              f', {args.dtype}' if args.network != 'mlp' else '')
+              f', {args.dtype}, remat {args.remat}' if args.network != 'mlp' else '')
 
 
 def main():
@@ -117,27 +149,38 @@ def main():
   ap.add_argument('--losses', default=','.join(LOSSES))
   args = ap.parse_args()
   names = args.losses.split(',')
-  rows = {n: measure(n, args) for n in names}
+  rows = measure(names, args)
   fm = rows['fm']
   lines = ['| loss | step time | time / fm | passes / fm | measured ÷ predicted | memory / fm | '
-           'compile |', '|---|---|---|---|---|---|---|']
+           'kept for backward | compile |', '|---|---|---|---|---|---|---|---|']
   for n, r in rows.items():
     t_ratio, p_ratio = r['time'] / fm['time'], r['passes'] / fm['passes']
     lines.append(f'| {n} | {r["time"] * 1e3:.1f} ms | {t_ratio:.2f}× | {p_ratio:.2f}× | '
-                 f'{t_ratio / p_ratio:.2f} | {r["mem"] / fm["mem"]:.2f}× | {r["compile"]:.1f} s |')
-  device = jax.devices()[0]
-  machine = (f'{device.device_kind} ({jax.device_count()} device(s)), {platform.processor() or platform.machine()}, '
-             f'jax {jax.__version__}')
+                 f'{t_ratio / p_ratio:.2f} | {r["mem"] / fm["mem"]:.2f}× | '
+                 f'{r["residuals"] / 2**20:.0f} MB ({r["residuals"] / fm["residuals"]:.2f}×) | '
+                 f'{r["compile"]:.1f} s |')
   head = (f'{network_name(args)}, batch {args.batch}, diag_fraction {args.diag_fraction}; median of '
-          f'{args.repeats} steps after compilation; {machine}.')
-  table = '\n'.join(lines)
+          f'{args.repeats} round-robin rounds after {args.warmup} warm-up rounds; XLA peak estimate '
+          f'of fm {fm["mem"] / 2**20:.0f} MB; {machine()}.')
+  report(f'Step cost per loss: {args.network}' + (f', remat {args.remat}' if args.remat != 'none'
+                                                  else '') + ' (step_cost.py',
+         head, '\n'.join(lines), args.results)
+
+
+def machine():
+  device = jax.devices()[0]
+  return (f'{device.device_kind} ({jax.device_count()} device(s)), '
+          f'{platform.processor() or platform.machine()}, jax {jax.__version__}')
+
+
+def report(section, head, table, results):
+  """Prints the table; with --results, writes it and the exact command line into RESULTS.md under
+  `## {section}, <platform>)` (shared with sample_cost.py)."""
   print(head + '\n\n' + table)
-  if args.results:
+  if results:
     from compare_2d import write_results  # pylint: disable=g-import-not-at-top
-    write_results(f'Step cost per loss: {args.network} (step_cost.py, {device.platform})',
-                  f'Command: `python benchmarks/step_cost.py --network {args.network} --batch '
-                  f'{args.batch} --losses {args.losses} --repeats {args.repeats} --results`'
-                  f'\n\n{head}\n\n{table}')
+    write_results(f'{section}, {jax.devices()[0].platform})',
+                  f'Command: `python {shlex.join(sys.argv)}`\n\n{head}\n\n{table}')
 
 
 if __name__ == '__main__':
