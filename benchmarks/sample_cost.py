@@ -29,6 +29,11 @@ def timed(run, params, key, n, repeats):
   return statistics.median(times), nfe
 
 
+def rate(r):
+  """Samples/s with three significant digits whatever the network (200,000 or 0.873)."""
+  return f'{r:,.0f}' if r >= 100 else f'{r:.3g}'
+
+
 def main():
   args = network_args(batch=100_000, repeats=5).parse_args()
   c = config_for('itvm', args)
@@ -43,9 +48,9 @@ def main():
     rows.append((f'{n}', t, te))
   t_ode, nfe = timed(evaluate.sampler(exp, 'ode'), params, key, args.batch, args.repeats)
   lines = ['| NFE | flow map samples/s | teacher Euler samples/s |', '|---|---|---|']
-  lines += [f'| {n} | {args.batch / t:,.0f} | {args.batch / te:,.0f} |' for n, t, te in rows]
+  lines += [f'| {n} | {rate(args.batch / t)} | {rate(args.batch / te)} |' for n, t, te in rows]
   lines.append(f'\nTeacher adaptive ODE ({c.eval.teacher_ode}, tolerance 1e-3, {nfe:.0f} NFE on '
-               f'these untrained weights): {args.batch / t_ode:,.0f} samples/s.')
+               f'these untrained weights): {rate(args.batch / t_ode)} samples/s.')
   head = (f'{network_name(args)}, batch {args.batch}, median of {args.repeats} batches after '
           f'compilation; {machine()}.')
   report(f'Sampling throughput: {args.network} (sample_cost.py', head, '\n'.join(lines),

@@ -15,6 +15,7 @@ frozen teacher and EMA evaluations are forwards), each relative to fm. Prints a 
   python benchmarks/step_cost.py --network unet --batch 8 --remat full --losses fm,itvm --results
 """
 import argparse
+import os
 import platform
 import shlex
 import statistics
@@ -180,7 +181,14 @@ def report(section, head, table, results):
   if results:
     from compare_2d import write_results  # pylint: disable=g-import-not-at-top
     write_results(f'{section}, {jax.devices()[0].platform})',
-                  f'Command: `python {shlex.join(sys.argv)}`\n\n{head}\n\n{table}')
+                  f'Command: `python {shlex.join([script_path()] + sys.argv[1:])}`'
+                  f'\n\n{head}\n\n{table}')
+
+
+def script_path():
+  """This script as `benchmarks/<name>.py`, from the repository root, wherever it was run from."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.relpath(os.path.abspath(sys.argv[0]), root)
 
 
 if __name__ == '__main__':
