@@ -103,7 +103,7 @@ def prepare(name, args):
   return {'step': step, 'compile': compile_s,
           'mem': mem.temp_size_in_bytes + mem.output_size_in_bytes if mem else float('nan'),
           'residuals': residual_bytes(exp, state, batch, teacher),
-          'passes': passes(name, args.diag_fraction) if name != 'fm' else 3.0}
+          'passes': passes(name, args.diag_fraction)}
 
 
 def measure(names, args):

@@ -270,13 +270,13 @@ def test_remat_keeps_parameters_and_gradient_and_keeps_less_for_the_backward(nam
   assert kept['full'] <= kept['dots'] < kept['none'], kept
 
 
-
 def test_remat_names_are_checked():
   c = config_io.load(os.path.join(REPO, 'configs', 'lsd_cifar10.py') + ':smoke')
   c.model.remat = 'some'
   assert any("model.remat='some' is not known" in p for p in validate.problems_of(c))
   c.model.remat = 'dots'
   assert validate.problems_of(c) == []
+
 
 def test_classifier_free_guidance_velocity():
   c = config_io.load(os.path.join(REPO, 'configs', 'fm_imagenet.py') + ':smoke')
@@ -355,8 +355,7 @@ def test_checkpoint_restores_the_data_position_and_survives_its_loss(tmp_path, c
   """The grain position comes back with the state; a position that cannot come back (here: its
   files gone, as after a change of process count) costs the data order only, never the state."""
   import grain  # pylint: disable=g-import-not-at-top
-  from flowmap_jax import config_io as cio  # pylint: disable=g-import-not-at-top
-  exp = train.Experiment(cio.load(os.path.join(REPO, 'configs', 'fm_checkerboard.py') + ':smoke'))
+  exp = train.Experiment(config_io.load(os.path.join(REPO, 'configs', 'fm_checkerboard.py') + ':smoke'))
   state = exp.init_state()
   make_iter = lambda: iter(grain.MapDataset.range(100).shuffle(seed=3).batch(4).to_iter_dataset())
   it = make_iter()

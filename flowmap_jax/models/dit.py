@@ -80,9 +80,10 @@ class DiT(nn.Module):
         cast(x / self.sigma, self.dtype))
     grid = H // p
     h = h.reshape(B, grid * grid, width) + jnp.asarray(sincos_2d(grid, width), h.dtype)
+    Block = remat_block(DiTBlock, self.remat)
     for i in range(depth):  # named, so the parameter tree does not depend on model.remat
-      h = remat_block(DiTBlock, self.remat)(width, heads, dropout=self.dropout, dtype=self.dtype,
-                                            name=f'DiTBlock_{i}')(h, c, train)
+      h = Block(width, heads, dropout=self.dropout, dtype=self.dtype, name=f'DiTBlock_{i}')(
+          h, c, train)
     shift, scale = jnp.split(nn.Dense(2 * width, dtype=self.dtype,
                                       kernel_init=nn.initializers.zeros)(c), 2, axis=-1)
     h = modulate(layer_norm(self.dtype)(h), shift, scale)
