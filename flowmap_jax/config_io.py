@@ -4,6 +4,7 @@ import json
 import os
 
 import ml_collections
+from flax import traverse_util
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,17 +28,20 @@ def load(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
-def flatten(d, prefix=''):
+def flatten(d):
   """{'a': {'b': 1}} -> {'a.b': 1}."""
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
+  return traverse_util.flatten_dict(d, sep='.')
 
 
 def to_dict(config):
   """A JSON-able plain dict (tuples become lists)."""
   return json.loads(config.to_json())
+
+
+def from_json(text):
+  """The ConfigDict of `to_dict`'s JSON (a workdir's config.json), its lists tuples again."""
+  def tuples(v):
+    if isinstance(v, dict):
+      return {k: tuples(x) for k, x in v.items()}
+    return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+  return ml_collections.ConfigDict(tuples(json.loads(text)))

@@ -10,6 +10,7 @@ computed with the same estimator settings, so a teacher shared by several studen
 """
 import functools
 import json
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +18,16 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from flowmap_jax import losses
 from flowmap_jax import sampling
+from flowmap_jax import state as state_lib
+from flowmap_jax import teacher as teacher_lib
 from flowmap_jax.data import images
 from flowmap_jax.data import toy
 from flowmap_jax.evaluation import fid as fid_lib
 from flowmap_jax.evaluation import kl as kl_lib
 from flowmap_jax.evaluation import plots
+from flowmap_jax.evaluation import report
 
 
 def _estimator(config):
@@ -57,7 +62,7 @@ def _compiled_sampler(exp, kind, guidance):
     x0, y = noise_and_labels(exp, key, n)
     if kind == 'flow_map':
       return sampling.uniform_flow_map_sample(exp.apply_fn, params, x0, num_steps, y)
-    v = exp.velocity(params, guidance)
+    v = teacher_lib.velocity_fn(exp, guidance)(params)
     if kind == 'euler':
       return sampling.euler(v, x0, num_steps, y)
     return sampling.adaptive(v, x0, e.teacher_ode, e.ode_rtol, e.ode_atol, y=y)
@@ -107,12 +112,30 @@ def _cached_teacher(teacher_workdir, config, estimator=_estimator):
   return {k: cached[k] for k in ('teacher_euler', 'teacher_ode')}
 
 
-def evaluate(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_params=None,
-             teacher_workdir=None):
-  from flowmap_jax.train import slowest_ema  # pylint: disable=g-import-not-at-top
+class Reference(NamedTuple):
+  """The velocity field a run's evaluation integrates as an ODE (Euler at each NFE, adaptive)."""
+  exp: object
+  params: object
+  guidance: float
+  workdir: object    # where its own eval.json may already hold its scores (None: compute them)
+
+
+def reference(exp, params, teacher):
+  """A run whose loss learns only a velocity (fm) is its own reference, at eval.guidance; a flow-map
+  run compares its teacher at teacher.guidance (when it has one and eval.compare_teacher)."""
+  c = exp.config
+  if not exp.loss.learns_flow_map:
+    return Reference(exp, params, c.eval.guidance, None)
+  if teacher is None or not c.eval.compare_teacher:
+    return None
+  return Reference(teacher.exp, jax.device_get(teacher.params), c.teacher.guidance, teacher.workdir)
+
+
+def evaluate(exp, state, workdir, *, writer=None, teacher=None):
+  """Scores the slowest evaluation EMA of `state` (and the reference velocity) into
+  workdir/eval.json, eval.md and plots/samples.png."""
   if exp.is_image:
-    return evaluate_images(exp, state, workdir, writer=writer, teacher_exp=teacher_exp,
-                           teacher_params=teacher_params, teacher_workdir=teacher_workdir)
+    return evaluate_images(exp, state, workdir, writer=writer, teacher=teacher)
   config = exp.config
   e = config.eval
   k_data, k_floor, k_noise = jax.random.split(jax.random.key(config.seed + 10_000), 3)
@@ -122,50 +145,47 @@ def evaluate(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_para
   results = {'step': int(jax.device_get(state.step)), 'loss': config.loss.name,
              'estimator': _estimator(config), 'floor': _scores(data, data2, e.energy_samples)}
   # Host copies: evaluation runs on each process's local devices, whatever the training mesh.
-  params = jax.device_get(slowest_ema(state))
-  teacher_params = jax.device_get(teacher_params)
+  params = jax.device_get(state_lib.slowest_ema(state))
   panels = {'data': data}
 
-  if config.loss.name != 'fm':
+  if exp.loss.learns_flow_map:
     results['flow_map'] = {}
     for n in e.steps:
       x = flow_map_samples(exp, params, k_noise, e.num_samples, n, e.batch_size)
       results['flow_map'][str(n)] = _scores(data, x, e.energy_samples)
       panels[f'flow map {n}'] = x
 
-  # A teacher run compares itself; a distillation run compares its teacher.
-  texp, tparams = (exp, params) if config.loss.name == 'fm' else (teacher_exp, teacher_params)
-  if texp is not None and (config.loss.name == 'fm' or e.compare_teacher):
-    cached = _cached_teacher(teacher_workdir, config) if teacher_workdir else None
+  ref = reference(exp, params, teacher)
+  if ref is not None:
+    cached = _cached_teacher(ref.workdir, config) if ref.workdir else None
     if cached is not None:
       results.update(cached)
-      results['teacher_source'] = str(epath.Path(teacher_workdir) / 'eval.json')
+      results['teacher_source'] = str(epath.Path(ref.workdir) / 'eval.json')
     else:
-      scores, tpanels = teacher_scores(texp, tparams, data, k_noise, config)
+      scores, tpanels = teacher_scores(ref.exp, ref.params, data, k_noise, config)
       results.update(scores)
-      if config.loss.name == 'fm':
+      if ref.exp is exp:  # a velocity-only run shows its own ODE samples
         panels.update(tpanels)
 
   if jax.process_index() == 0:
     epath.Path(workdir, 'eval.json').write_text(json.dumps(results, indent=2))
-    epath.Path(workdir, 'eval.md').write_text(markdown(results))
+    epath.Path(workdir, 'eval.md').write_text(report.markdown(results))
     image = plots.density_panel(panels, title=f'{config.loss.name}, step {results["step"]}')
     plots.save_png(image, epath.Path(workdir, 'plots', 'samples.png'))
     if writer is not None:
       writer.write_images(results['step'], {'eval/samples': image[None]})
       scalars = {f'eval/flow_map_kl_{n}': v['kl'] for n, v in results.get('flow_map', {}).items()}
       writer.write_scalars(results['step'], scalars)
-  logging.info('Evaluation of %s:\n%s', workdir, markdown(results))
+  logging.info('Evaluation of %s:\n%s', workdir, report.markdown(results))
   return results
 
 
 def write_sample_plots(exp, state, writer, step, n=20_000, workdir=None):
   """Sample plots (2-D) or grids (images) at 1/2/4/8 steps to TensorBoard during training
   (process 0); image grids also to workdir/plots/grid_<step>.png."""
-  from flowmap_jax.train import slowest_ema  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return
-  params = jax.device_get(slowest_ema(state))
+  params = jax.device_get(state_lib.slowest_ema(state))
   if exp.is_image:
     grid = image_grid(exp, params, (1, 2, 4, 8))
     writer.write_images(step, {'train/samples': grid[None]})
@@ -179,26 +199,6 @@ def write_sample_plots(exp, state, writer, step, n=20_000, workdir=None):
   writer.write_images(step, {'train/samples': plots.density_panel(panels)[None]})
 
 
-def markdown(results):
-  """eval.json as a Markdown table: KL (energy distance) per sampler and step count."""
-  steps = results['estimator']['steps']
-  fmt = lambda r: f'{r["kl"]:.4f} ({r["energy"]:.4f})'
-  lines = [f'# Evaluation at step {results["step"]} ({results["loss"]})', '',
-           f'KL(data ‖ model) on {results["estimator"]["num_samples"]:,} samples, energy distance on '
-           f'{results["estimator"]["energy_samples"]:,} in parentheses; lower is better.', '',
-           '| sampler | ' + ' | '.join(f'{n} NFE' for n in steps) + ' |',
-           '|---' * (len(steps) + 1) + '|']
-  for key, label in (('flow_map', 'flow map'), ('teacher_euler', 'teacher Euler')):
-    if key in results:
-      lines.append(f'| {label} | ' + ' | '.join(fmt(results[key][str(n)]) for n in steps) + ' |')
-  if 'teacher_ode' in results:
-    o = results['teacher_ode']
-    lines.append(f'\nTeacher adaptive ODE ({results["estimator"]["ode"]}, {o["nfe"]:.0f} NFE): '
-                 f'{fmt(o)}.')
-  lines.append(f'\nEstimator floor (two independent data sets): {fmt(results["floor"])}.')
-  return '\n'.join(lines) + '\n'
-
-
 # --------------------------------------------------------------------------- images
 
 
@@ -209,7 +209,8 @@ def image_estimator(config):
           'seed': int(config.seed), 'ode': e.teacher_ode, 'ode_rtol': float(e.ode_rtol),
           'ode_atol': float(e.ode_atol),
           # the teacher's guidance: its own eval's (fm) or the one it is distilled at
-          'guidance': float(e.guidance if config.loss.name == 'fm' else config.teacher.guidance),
+          'guidance': float(config.teacher.guidance if losses.spec(config.loss.name).learns_flow_map
+                            else e.guidance),
           'steps': [int(n) for n in e.steps]}
 
 
@@ -251,15 +252,13 @@ def _fid_tools(config):
     return None, str(e)
 
 
-def evaluate_images(exp, state, workdir, *, writer=None, teacher_exp=None, teacher_params=None,
-                    teacher_workdir=None):
+def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
   """FID at every eval step count (flow map; teacher Euler and ODE for fm and distillation runs),
   sample grids at 1/2/4/8 steps; eval.json / eval.md."""
-  from flowmap_jax.train import slowest_ema  # pylint: disable=g-import-not-at-top
   config = exp.config
   e = config.eval
   step = int(jax.device_get(state.step))
-  params = jax.device_get(slowest_ema(state))
+  params = jax.device_get(state_lib.slowest_ema(state))
   n = int(e.fid_samples)
   results = {'step': step, 'loss': config.loss.name, 'estimator': image_estimator(config),
              'metric': fid_lib.label(n)}
@@ -271,54 +270,29 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher_exp=None, teach
     out = {'fid': fid_lib.frechet_distance(*fid_lib.statistics(feats), *tools[1])}
     return dict(out, nfe=nfe) if nfe is not None else out
 
-  if tools is not None and config.loss.name != 'fm':
+  if tools is not None and exp.loss.learns_flow_map:
     results['flow_map'] = {str(k): score(sampler(exp, 'flow_map', k), params)
                            for k in e.steps}
-  texp, tparams, guidance = ((exp, params, e.guidance) if config.loss.name == 'fm'
-                             else (teacher_exp, jax.device_get(teacher_params),
-                                   config.teacher.guidance))
-  if tools is not None and texp is not None and (config.loss.name == 'fm' or e.compare_teacher):
-    cached = _cached_teacher(teacher_workdir, config, image_estimator) if teacher_workdir else None
+  ref = reference(exp, params, teacher)
+  if tools is not None and ref is not None:
+    cached = _cached_teacher(ref.workdir, config, image_estimator) if ref.workdir else None
     if cached is not None:
       results.update(cached)
     else:
-      results['teacher_euler'] = {str(k): score(sampler(texp, 'euler', k, guidance), tparams)
-                                  for k in e.steps}
-      results['teacher_ode'] = score(sampler(texp, 'ode', guidance=guidance), tparams)
+      results['teacher_euler'] = {str(k): score(sampler(ref.exp, 'euler', k, ref.guidance),
+                                                ref.params) for k in e.steps}
+      results['teacher_ode'] = score(sampler(ref.exp, 'ode', guidance=ref.guidance), ref.params)
 
   if jax.process_index() == 0:
     grid_steps = (1, 2, 4, 8)
-    grid = (image_grid(exp, params, grid_steps) if config.loss.name != 'fm'
+    grid = (image_grid(exp, params, grid_steps) if exp.loss.learns_flow_map
             else image_grid(exp, params, grid_steps, 'euler', e.guidance))
     plots.save_png(grid, epath.Path(workdir, 'plots', 'samples.png'))
     epath.Path(workdir, 'eval.json').write_text(json.dumps(results, indent=2))
-    epath.Path(workdir, 'eval.md').write_text(image_markdown(results))
+    epath.Path(workdir, 'eval.md').write_text(report.image_markdown(results))
     if writer is not None:
       writer.write_images(step, {'eval/samples': grid[None]})
       writer.write_scalars(step, {f'eval/flow_map_fid_{k}': v['fid']
                                   for k, v in results.get('flow_map', {}).items()})
-  logging.info('Evaluation of %s:\n%s', workdir, image_markdown(results))
+  logging.info('Evaluation of %s:\n%s', workdir, report.image_markdown(results))
   return results
-
-
-def image_markdown(results):
-  steps = results['estimator']['steps']
-  metric = results['metric']
-  lines = [f'# Evaluation at step {results["step"]} ({results["loss"]})', '']
-  if results.get('fid_off'):
-    lines += [results['fid_off'], '']
-  else:
-    lines += [f'{metric} on {results["estimator"]["fid_samples"]:,} samples against '
-              f'{results["estimator"]["fid_stats"]}; lower is better.', '',
-              '| sampler | ' + ' | '.join(f'{k} NFE' for k in steps) + ' |',
-              '|---' * (len(steps) + 1) + '|']
-    for name, label in (('flow_map', 'flow map'), ('teacher_euler', 'teacher Euler')):
-      if name in results:
-        lines.append(f'| {label} | ' + ' | '.join(f'{results[name][str(k)]["fid"]:.2f}'
-                                                  for k in steps) + ' |')
-    if 'teacher_ode' in results:
-      o = results['teacher_ode']
-      lines.append(f'\nTeacher adaptive ODE ({results["estimator"]["ode"]}, {o["nfe"]:.0f} NFE): '
-                   f'{o["fid"]:.2f}.')
-  lines.append('\nSample grid: plots/samples.png, rows 1, 2, 4, 8 steps (same noise and labels).')
-  return '\n'.join(lines) + '\n'

@@ -1,6 +1,6 @@
 """The flow map X_θ(s, t, x) = x + (t - s) · v_θ(s, t, x) and every time derivative of it.
 
-ALGORITHMS.md §2. All derivatives are exact forward-mode derivatives from one `jax.jvp`, which
+docs/conventions.md §2. All derivatives are exact forward-mode derivatives from one `jax.jvp`, which
 returns the primal with the tangent, so no loss needs a second forward pass for X. This is the only
 module that differentiates in time; every loss goes through it.
 

@@ -1,4 +1,4 @@
-"""Interpolants I_t = α_t x0 + β_t x1 and their time derivatives (ALGORITHMS.md §1).
+"""Interpolants I_t = α_t x0 + β_t x1 and their time derivatives (docs/conventions.md §1).
 
 Time runs from noise (t = 0, x0 ~ ρ0) to data (t = 1, x1 ~ data): α_0 = β_1 = 1, α_1 = β_0 = 0.
 """

@@ -81,20 +81,21 @@ def main(argv):
   problems = validate.problems_of(config)
   if problems:
     _config_error(problems)
-  from flowmap_jax import train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from flowmap_jax import modes
+  from flowmap_jax import train
+  from flowmap_jax.data import images
+  # pylint: enable=g-import-not-at-top
   logging.info('Config:\n%s', config)
+  run = {'train': train.train_and_evaluate, 'eval': modes.evaluate_workdir,
+         'sample': modes.sample_workdir, 'fid_stats': modes.fid_stats_workdir}[FLAGS.mode]
   try:
-    if FLAGS.mode == 'train':
-      train.train_and_evaluate(config, FLAGS.workdir)
-    elif FLAGS.mode == 'eval':
-      train.evaluate_workdir(config, FLAGS.workdir)
-    elif FLAGS.mode == 'fid_stats':
-      print(train.fid_stats_workdir(config, FLAGS.workdir))
-    else:
-      train.sample_workdir(config, FLAGS.workdir)
+    result = run(config, FLAGS.workdir)
+    if FLAGS.mode == 'fid_stats':
+      print(result)
   except validate.ConfigError as e:
     _config_error(e.problems)
-  except train.images.DataNotPrepared as e:
+  except images.DataNotPrepared as e:
     _config_error([str(e)])
   except train.NonFiniteError as e:
     print(f'Stopped: {e}', file=sys.stderr)

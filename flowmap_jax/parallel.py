@@ -7,7 +7,7 @@ EMAs) are replicated when small and FSDP-sharded when large: the largest dimensi
 """
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ('data', 'fsdp')
 
@@ -26,11 +26,13 @@ def mesh_shape(mesh_config, num_devices):
   return data, fsdp
 
 
-def make_mesh(mesh_config, devices=None):
-  """The global mesh over every device of every process (jax.devices() is global)."""
-  devices = jax.devices() if devices is None else devices
-  data, fsdp = mesh_shape(mesh_config, len(devices))
-  return Mesh(np.asarray(devices).reshape(data, fsdp), ('data', 'fsdp'))
+def make_mesh(mesh_config):
+  """The global mesh over every device of every process. `jax.make_mesh` orders the devices by
+  the physical topology (TPU slices: neighbouring chips on the fast axes)."""
+  data, fsdp = mesh_shape(mesh_config, jax.device_count())
+  # Auto axes: jit with explicit in/out shardings and XLA's propagation in between (the default of
+  # jax.make_mesh is Explicit axes, sharding in types, which this code does not use).
+  return jax.make_mesh((data, fsdp), ('data', 'fsdp'), axis_types=(AxisType.Auto,) * 2)
 
 
 def replicated(mesh):

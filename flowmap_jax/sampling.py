@@ -1,4 +1,4 @@
-"""Samplers (ALGORITHMS.md §5): few-step flow-map jumps and the teacher's ODE (Euler, Heun, adaptive).
+"""Samplers (docs/sampling.md): few-step flow-map jumps and the teacher's ODE (Euler, Heun, adaptive).
 
 `velocity(t, x, y)` takes a per-example t of shape (B,) and the labels y (None when unconditional);
 the diagonal v_θ(t, t, · | y) of a network is one.

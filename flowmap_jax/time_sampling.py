@@ -1,6 +1,6 @@
 """Times for the losses: (s, t) pairs with a diagonal part, and ITVM's intermediate time u.
 
-ALGORITHMS.md §3 "Time sampling". The first `num_diag(B, diag_fraction)` examples of a batch are
+docs/losses.md §0. The first `num_diag(B, diag_fraction)` examples of a batch are
 diagonal (s = t); the rest have s < t. The split is a static count, so the losses slice the batch
 instead of masking it (masking would pay for every term on every example).
 """
@@ -49,7 +49,7 @@ def sample_st(rng, batch_size: int, config):
 
 
 def sample_u(rng, s, t, mode: str, tau: float):
-  """ITVM's intermediate time u with s <= u < t (ALGORITHMS.md §3.4)."""
+  """ITVM's intermediate time u with s <= u < t (docs/itvm.md)."""
   if mode == 't_minus_tau':
     return jnp.maximum(s, t - tau)
   if mode == 's_plus_tau':

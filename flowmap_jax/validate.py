@@ -15,12 +15,11 @@ from flowmap_jax import interpolants
 from flowmap_jax import losses
 from flowmap_jax import models
 from flowmap_jax import sampling
+from flowmap_jax import state
 from flowmap_jax import time_sampling
 from flowmap_jax.data import images
 from flowmap_jax.data import toy
 
-OPTIMIZERS = ('adam', 'adamw', 'radam')
-SCHEDULES = ('constant', 'cosine', 'sqrt')
 # Fields a resumed run may change: how long it runs, how it logs and how it is evaluated.
 MUTABLE_PREFIXES = ('train.num_steps', 'train.log_every', 'train.checkpoint_every',
                     'train.keep_checkpoints', 'train.plot_every', 'train.allow_config_change',
@@ -51,18 +50,14 @@ def problems_of(config, num_devices=None, num_processes=None):
   """The list of problems (empty when the config is valid)."""
   p = []
   l, d, m, o, t = config.loss, config.data, config.model, config.optim, config.train
-  _choice(p, 'loss.name', l.name, losses.LOSSES)
+  _choice(p, 'loss.name', l.name, losses.REGISTRY)
   _choice(p, 'loss.interpolant', l.interpolant, interpolants.INTERPOLANTS)
   _choice(p, 'loss.time_sampler', l.time_sampler, time_sampling.TIME_SAMPLERS)
-  _choice(p, 'loss.itvm.u', l.itvm.u, time_sampling.ITVM_U)
-  _choice(p, 'loss.itvm.terminal_target', l.itvm.terminal_target, ('ema', 'teacher'))
-  _choice(p, 'loss.itvm.y_source', l.itvm.y_source, ('ema', 'online'))
-  _choice(p, 'loss.psd.gamma', l.psd.gamma, ('midpoint', 'uniform'))
-  _choice(p, 'loss.lsd.teacher', l.lsd.teacher, ('online', 'ema'))
+  _loss_option_problems(p, l)
   _choice(p, 'model.name', m.name, models.MODELS)
   _choice(p, 'data.name', d.name, list(toy.DATASETS) + list(images.DATASETS))
-  _choice(p, 'optim.name', o.name, OPTIMIZERS)
-  _choice(p, 'optim.schedule', o.schedule, SCHEDULES)
+  _choice(p, 'optim.name', o.name, state.OPTIMIZERS)
+  _choice(p, 'optim.schedule', o.schedule, state.SCHEDULES)
   _choice(p, 'eval.teacher_ode', config.eval.teacher_ode, sampling.SOLVERS)
 
   _in_range(p, 'loss.time_min', l.time_min, 0.0, 1.0)
@@ -71,8 +66,6 @@ def problems_of(config, num_devices=None, num_processes=None):
     p.append(f'loss.time_min={l.time_min} must be below loss.time_max={l.time_max} '
              '(the time range is empty).')
   _in_range(p, 'loss.diag_fraction', l.diag_fraction, 0.0, 1.0)
-  _in_range(p, 'loss.itvm.tau', l.itvm.tau, 0.0, 1.0, lo_open=True)
-  _in_range(p, 'loss.itvm.ema_rate', l.itvm.ema_rate, 0.0, 1.0, hi_open=True)
   if not t.eval_ema_rates:
     p.append('train.eval_ema_rates is empty; give at least one rate, e.g. (0.999,).')
   for r in t.eval_ema_rates:
@@ -80,6 +73,8 @@ def problems_of(config, num_devices=None, num_processes=None):
   if not (isinstance(d.sigma0, str) and d.sigma0 == 'adaptive') and not (
       isinstance(d.sigma0, (int, float)) and d.sigma0 > 0):
     p.append(f"data.sigma0={d.sigma0!r} must be a positive number or 'adaptive'.")
+  if o.schedule == 'sqrt' and not o.sqrt_steps > 0:
+    p.append(f"optim.sqrt_steps={o.sqrt_steps} must be positive for optim.schedule='sqrt'.")
   if o.lr <= 0:
     p.append(f'optim.lr={o.lr} must be positive.')
   if o.clip < 0:
@@ -91,8 +86,12 @@ def problems_of(config, num_devices=None, num_processes=None):
       p.append(f'train.{f}={t[f]} must be >= 1.')
   if t.max_bad_steps < 0:
     p.append(f'train.max_bad_steps={t.max_bad_steps} must be >= 0.')
-  if m.name == 'mlp' and (m.width < 1 or m.depth < 1):
-    p.append(f'model.width={m.width} and model.depth={m.depth} must be >= 1.')
+  has_block = m.name in m
+  if m.name in models.MODELS and not has_block:
+    p.append(f"model.name={m.name!r} needs its option block model.{m.name}, which this config "
+             'does not have; start from a config of that network.')
+  if m.name == 'mlp' and has_block and (m.mlp.width < 1 or m.mlp.depth < 1):
+    p.append(f'model.mlp.width={m.mlp.width} and model.mlp.depth={m.mlp.depth} must be >= 1.')
   if d.name in images.DATASETS:
     _image_problems(p, config)
   elif m.name in ('unet', 'dit'):
@@ -121,15 +120,35 @@ def problems_of(config, num_devices=None, num_processes=None):
     p.append(f'eval.energy_samples={e.energy_samples} must be a multiple of 1000, at most '
              f'eval.num_samples={e.num_samples}.')
 
-  if l.name in losses.NEEDS_TEACHER or t.init_from_teacher:
+  distils = l.name in losses.REGISTRY and losses.spec(l.name).needs_teacher
+  if distils or t.init_from_teacher:
     path = config_io.resolve(config.teacher.config.partition(':')[0]) if config.teacher.config else ''
     if not path or not os.path.exists(path):
-      why = (f'loss.name={l.name!r} distils a teacher' if l.name in losses.NEEDS_TEACHER
+      why = (f'loss.name={l.name!r} distils a teacher' if distils
              else 'train.init_from_teacher=True')
       p.append(f'{why}, but teacher.config='
                f'{config.teacher.config!r} is not a config file; name the teacher\'s config, e.g. '
                "configs/fm_checkerboard.py.")
   return p
+
+
+def _loss_option_problems(p, l):
+  """Each loss's block loss.<name> against its registry entry; the chosen loss's must exist."""
+  for name, spec in losses.REGISTRY.items():
+    if not spec.options:
+      continue
+    if name not in l:
+      if name == l.name:
+        p.append(f'loss.name={name!r} needs its option block loss.{name} '
+                 f'({", ".join(spec.options)}), which this config does not have.')
+      continue
+    for field, option in spec.options.items():
+      if field not in l[name]:
+        p.append(f'loss.{name}.{field} is missing (default {option.default!r}).')
+      else:
+        problem = option.problem(f'loss.{name}.{field}', l[name][field])
+        if problem:
+          p.append(problem)
 
 
 def _image_problems(p, config):
@@ -155,30 +174,35 @@ def _image_problems(p, config):
     p.append('teacher.guidance and eval.guidance must be >= 0 (1 = no guidance).')
   _choice(p, 'model.dtype', m.dtype, models.DTYPES)
   _choice(p, 'model.remat', m.remat, models.REMAT)
-  if not 0 <= m.dropout < 1:
-    p.append(f'model.dropout={m.dropout} must be in [0, 1).')
-  if m.name == 'unet' and d.image_size >= 8:
-    levels = len(m.channel_mult)
-    if not levels or d.image_size % 2 ** (levels - 1):
-      p.append(f'model.channel_mult={tuple(m.channel_mult)}: {levels} levels halve data.image_size='
-               f'{d.image_size} {levels - 1} times; it must stay whole.')
-    reached = [d.image_size >> i for i in range(levels)]
-    for r in m.attn_resolutions:
-      if r not in reached:
-        p.append(f'model.attn_resolutions has {r}, which the U-Net never reaches (its resolutions '
-                 f'are {reached}).')
-    for c in {m.channels} | {m.channels * k for k in m.channel_mult}:
-      if c < 4 or c % min(32, c // 4):
-        p.append(f'model.channels={m.channels} × channel_mult gives {c} channels, which GroupNorm '
-                 f'cannot split into min(32, {c} // 4) groups; use a multiple of 32 (or 4 below 128).')
-        break
-  if m.name == 'dit':
-    _choice(p, 'model.size', m.size, models.DIT_SIZES)
-    if d.image_size % m.patch_size:
-      p.append(f'data.image_size={d.image_size} is not divisible by model.patch_size={m.patch_size}.')
   if e.fid_samples < 2 or e.grid_size < 1 or e.batch_size < 1:
     p.append(f'eval.fid_samples={e.fid_samples} must be >= 2 and eval.grid_size={e.grid_size}, '
              f'eval.batch_size={e.batch_size} >= 1.')
+  if m.name not in ('unet', 'dit') or m.name not in m:
+    return
+  if not 0 <= m[m.name].dropout < 1:
+    p.append(f'model.{m.name}.dropout={m[m.name].dropout} must be in [0, 1).')
+  if m.name == 'unet' and d.image_size >= 8:
+    u = m.unet
+    levels = len(u.channel_mult)
+    if not levels or d.image_size % 2 ** (levels - 1):
+      p.append(f'model.unet.channel_mult={tuple(u.channel_mult)}: {levels} levels halve '
+               f'data.image_size={d.image_size} {levels - 1} times; it must stay whole.')
+    reached = [d.image_size >> i for i in range(levels)]
+    for r in u.attn_resolutions:
+      if r not in reached:
+        p.append(f'model.unet.attn_resolutions has {r}, which the U-Net never reaches (its '
+                 f'resolutions are {reached}).')
+    for c in {u.channels} | {u.channels * k for k in u.channel_mult}:
+      if c < 4 or c % min(32, c // 4):
+        p.append(f'model.unet.channels={u.channels} × channel_mult gives {c} channels, which '
+                 f'GroupNorm cannot split into min(32, {c} // 4) groups; use a multiple of 32 (or 4 '
+                 'below 128).')
+        break
+  if m.name == 'dit':
+    _choice(p, 'model.dit.size', m.dit.size, models.DIT_SIZES)
+    if d.image_size % m.dit.patch_size:
+      p.append(f'data.image_size={d.image_size} is not divisible by '
+               f'model.dit.patch_size={m.dit.patch_size}.')
 
 
 def _mesh_size(p, mesh, num_devices):
@@ -222,22 +246,3 @@ def check_workdir_config(config, workdir):
           'this run with the new values.'])
   if jax.process_index() == 0:
     path.write_text(json.dumps(new, indent=2))
-
-
-def check_teacher_shapes(exp, teacher_params, config):
-  """Initialising from a teacher needs identical parameter shapes; name both configs otherwise."""
-  want = jax.eval_shape(exp.init_params, jax.random.key(0))
-  got_shapes = jax.tree.map(lambda a: tuple(a.shape), teacher_params)
-  want_shapes = jax.tree.map(lambda a: tuple(a.shape), want)
-  if got_shapes != want_shapes:
-    raise ConfigError([
-        f'train.init_from_teacher=True, but the teacher ({config.teacher.config}) has parameter '
-        f'shapes {_short(got_shapes)} and this model ({config.model.name}, width '
-        f'{config.model.get("width")}, depth {config.model.get("depth")}) has {_short(want_shapes)}; '
-        'give both the same model settings or set train.init_from_teacher=False.'])
-
-
-def _short(tree):
-  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: isinstance(x, tuple))
-  return '{' + ', '.join(f'{jax.tree_util.keystr(k)}: {v}' for k, v in leaves[:4]) + (
-      ', …}' if len(leaves) > 4 else '}')

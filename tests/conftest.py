@@ -22,7 +22,46 @@ sys.path.insert(0, os.path.dirname(__file__))
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+  """test_images.py last: its image runs start with the session in their own process (below) and
+  have the rest of the suite's time to finish."""
+  items.sort(key=lambda item: item.module.__name__ == 'test_images')
+
+
+@pytest.fixture(scope='session')
+def image_runs(request):
+  """The image runs of test_images.py (tests/image_runs.py), started once in the background."""
+  return request.config.stash[_IMAGE_RUNS]
+
+
+_IMAGE_RUNS = pytest.StashKey()
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _start_image_runs(request, tmp_path_factory):
+  """Starts the image runs as the session starts, when any test of test_images.py is selected: they
+  take minutes in their own process and run beside the rest of the suite."""
+  if not any(item.module.__name__ == 'test_images' for item in request.session.items):
+    yield
+    return
+  import image_runs  # pylint: disable=g-import-not-at-top
+  runs = image_runs.Background(tmp_path_factory.mktemp('image_runs'))
+  request.config.stash[_IMAGE_RUNS] = runs
+  yield
+  runs.stop()
+
+
+@pytest.fixture(scope='session')
+def teacher_dir(tmp_path_factory):
+  """A smoke flow-matching teacher on the checkerboard, trained once for the whole session."""
+  from flowmap_jax import config_io  # pylint: disable=g-import-not-at-top
+  from flowmap_jax import train  # pylint: disable=g-import-not-at-top
+  d = str(tmp_path_factory.mktemp('teacher'))
+  train.train_and_evaluate(config_io.load('configs/fm_checkerboard.py:smoke'), d)
+  return d
+
+
 @pytest.fixture
 def loss_config():
-  from configs import base
-  return base.get_config().loss
+  from flowmap_jax import config_io  # pylint: disable=g-import-not-at-top
+  return config_io.load('configs/itvm_checkerboard.py').loss

@@ -1,4 +1,4 @@
-"""The exact Gaussian-to-Gaussian flow map (ALGORITHMS.md §4), as a 'network' with parameters.
+"""The exact Gaussian-to-Gaussian flow map (docs/oracle.md), as a 'network' with parameters.
 
 x0 ~ N(0, σ0² I), x1 ~ N(μ, σ1² I), linear interpolant: σ_t² = (1 − t)² σ0² + t² σ1²,
 X_{s,t}(x) = tμ + (σ_t/σ_s)(x − sμ), b_t(x) = μ + (σ_t'/σ_t)(x − tμ).

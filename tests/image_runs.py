@@ -1,29 +1,96 @@
 """Runs image jobs one after another under `tfds.testing.mock_data`, in one process on one CPU
-device, and writes their results as JSON. test_images.py starts it once for all its image runs
-(a subprocess, because the test process simulates 8 devices, which every save and compile pays for).
+device, and writes their results as JSON. conftest.py starts it once per session, in the background
+(a subprocess, because the test process simulates 8 devices, which every save and compile pays for,
+and so that it runs beside the other tests on the second core); test_images.py waits for it.
 
 python tests/image_runs.py JOBS.json OUT.json, JOBS a list of
 {'id', 'mode': train|eval|sample|fid_stats|fid_weights, 'config': 'path:arg', 'workdir',
  'overrides': {'section.field': value}, 'path' (fid_weights)}.
 """
 import json
+import os
+import subprocess
 import sys
 import time
 import traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_CONFIGS = ['fm_cifar10', 'itvm_cifar10', 'lsd_cifar10', 'psd_cifar10', 'meanflow_cifar10',
+                 'fm_imagenet', 'itvm_imagenet', 'lsd_imagenet', 'fm_celeba64', 'lsd_celeba64']
+TEACHER_OF = {'itvm_cifar10': 'fm_cifar10', 'itvm_imagenet': 'fm_imagenet'}
+
+
+def _job(id_, name, workdir, mode='train', **overrides):
+  return {'id': id_, 'mode': mode, 'config': os.path.join(REPO, 'configs', f'{name}.py') + ':smoke',
+          'workdir': str(workdir), 'overrides': overrides}
+
+
+def jobs(root):
+  """Each image config's smoke run (teachers first: the fm runs are the itvm runs' teachers), a
+  stopped and resumed run, a `--mode sample`, a DiT student of a U-Net teacher, and FID end to end
+  on random Inception weights."""
+  out = []
+  for name in sorted(IMAGE_CONFIGS, key=lambda n: n in TEACHER_OF):
+    extra = {'teacher.workdir': str(root / TEACHER_OF[name])} if name in TEACHER_OF else {}
+    out.append(_job(name, name, root / name, **extra))
+  out += [_job('straight', 'lsd_cifar10', root / 'straight', **{'train.num_steps': 4}),
+          _job('first_half', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 2}),
+          _job('resumed', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 4}),
+          _job('sample', 'lsd_cifar10', root / 'lsd_cifar10', mode='sample'),
+          _job('dit', 'itvm_imagenet', root / 'dit', **{'model.name': 'dit',
+                                                        'teacher.workdir': str(root / 'fm_imagenet'),
+                                                        'train.init_from_teacher': False})]
+  weights, stats = str(root / 'inception.pickle'), str(root / 'stats.npz')
+  fid_on = {'eval.fid_weights': weights, 'eval.fid_stats': stats}
+  out += [{'id': 'fid_weights', 'mode': 'fid_weights', 'path': weights},
+          _job('fid_stats', 'fm_cifar10', root, mode='fid_stats', **fid_on,
+               **{'eval.batch_size': 8}),
+          _job('fid_eval', 'fm_cifar10', root / 'fm_cifar10', mode='eval', **fid_on)]
+  return out
+
+
+class Background:
+  """This script on `jobs(root)` in a subprocess; `result()` waits and returns (root, results)."""
+
+  def __init__(self, root):
+    self.root = root
+    (root / 'jobs.json').write_text(json.dumps(jobs(root)))
+    env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
+    self.log = open(root / 'log.txt', 'w')
+    self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                                  str(root / 'jobs.json'), str(root / 'out.json')], cwd=REPO,
+                                 env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+  def result(self, timeout):
+    self.proc.wait(timeout=timeout)
+    self.log.close()
+    out = self.root / 'out.json'
+    assert out.exists(), (self.root / 'log.txt').read_text()[-3000:]
+    return self.root, json.loads(out.read_text())
+
+  def stop(self):
+    if self.proc.poll() is None:
+      self.proc.kill()
+      self.proc.wait()
+    self.log.close()
 
 
 def _config(job):
   from flowmap_jax import config_io  # pylint: disable=g-import-not-at-top
   c = config_io.load(job['config'])
   for key, value in job.get('overrides', {}).items():
-    section, field = key.split('.')
-    c[section][field] = value
+    *path, field = key.split('.')
+    node = c
+    for p in path:
+      node = node[p]
+    node[field] = value
   return c
 
 
 def run(job):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flowmap_jax import modes  # pylint: disable=g-import-not-at-top
   from flowmap_jax import train  # pylint: disable=g-import-not-at-top
   from flowmap_jax.evaluation import fid  # pylint: disable=g-import-not-at-top
   mode = job.get('mode', 'train')
@@ -35,11 +102,11 @@ def run(job):
   if mode == 'train':
     return train.train_and_evaluate(c, job['workdir'])
   if mode == 'eval':
-    return train.evaluate_workdir(c, job['workdir'])
+    return modes.evaluate_workdir(c, job['workdir'])
   if mode == 'sample':
-    return sorted(train.sample_workdir(c, job['workdir']))
+    return sorted(modes.sample_workdir(c, job['workdir']))
   if mode == 'fid_stats':
-    return train.fid_stats_workdir(c, job['workdir'])
+    return modes.fid_stats_workdir(c, job['workdir'])
   raise ValueError(f'unknown mode {mode!r}')
 
 

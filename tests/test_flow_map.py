@@ -6,7 +6,7 @@ import pytest
 
 from flowmap_jax import flow_map
 from flowmap_jax import models
-from configs import base
+from flowmap_jax import config_io
 
 
 def tiny_net(params, s, t, x, y=None):
@@ -66,8 +66,8 @@ def test_tangent_condition_dt_at_diagonal_is_velocity():
 
 
 def test_identity_on_the_diagonal_exactly():
-  config = base.get_config()
-  config.model.width, config.model.depth = 32, 2
+  config = config_io.load('configs/lsd_checkerboard.py')
+  config.model.mlp.width, config.model.mlp.depth = 32, 2
   net = models.get(config.model, sigma=(1.3, 0.7))
   s = jax.random.uniform(jax.random.key(0), (64,))
   x = 5 * jax.random.normal(jax.random.key(1), (64, 2))

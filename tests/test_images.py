@@ -3,8 +3,6 @@ networks' time derivatives; classifier-free guidance; FID network, statistics an
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,52 +16,23 @@ from flowmap_jax import checkpoint
 from flowmap_jax import config_io
 from flowmap_jax import flow_map
 from flowmap_jax import models
-from flowmap_jax import train
+from flowmap_jax import state as state_lib
+from flowmap_jax import teacher as teacher_lib
 from flowmap_jax import validate
 from flowmap_jax.data import images
 from flowmap_jax.evaluation import fid
 from test_pipeline import REPO
 
-IMAGE_CONFIGS = ['fm_cifar10', 'itvm_cifar10', 'lsd_cifar10', 'psd_cifar10', 'meanflow_cifar10',
-                 'fm_imagenet', 'itvm_imagenet', 'lsd_imagenet', 'fm_celeba64', 'lsd_celeba64']
-TEACHER_OF = {'itvm_cifar10': 'fm_cifar10', 'itvm_imagenet': 'fm_imagenet'}
-
-
-def _job(id_, name, workdir, mode='train', **overrides):
-  return {'id': id_, 'mode': mode, 'config': os.path.join(REPO, 'configs', f'{name}.py') + ':smoke',
-          'workdir': str(workdir), 'overrides': overrides}
+from image_runs import IMAGE_CONFIGS
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  """Every image run of this module, done once in one subprocess (tests/image_runs.py): each
-  config's smoke run (the fm runs are the itvm runs' teachers), a stopped and resumed run, a
-  `--mode sample`, and FID end to end on random Inception weights."""
-  root = tmp_path_factory.mktemp('image_runs')
-  jobs = []
-  for name in sorted(IMAGE_CONFIGS, key=lambda n: n in TEACHER_OF):  # teachers first
-    extra = {'teacher.workdir': str(root / TEACHER_OF[name])} if name in TEACHER_OF else {}
-    jobs.append(_job(name, name, root / name, **extra))
-  jobs += [_job('straight', 'lsd_cifar10', root / 'straight', **{'train.num_steps': 4}),
-           _job('first_half', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 2}),
-           _job('resumed', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 4}),
-           _job('sample', 'lsd_cifar10', root / 'lsd_cifar10', mode='sample'),
-           _job('dit', 'itvm_imagenet', root / 'dit', **{'model.name': 'dit',
-                                                         'teacher.workdir': str(root / 'fm_imagenet'),
-                                                         'train.init_from_teacher': False})]
-  weights, stats = str(root / 'inception.pickle'), str(root / 'stats.npz')
-  fid_on = {'eval.fid_weights': weights, 'eval.fid_stats': stats}
-  jobs += [{'id': 'fid_weights', 'mode': 'fid_weights', 'path': weights},
-           _job('fid_stats', 'fm_cifar10', root, mode='fid_stats', **fid_on,
-                **{'eval.batch_size': 8}),
-           _job('fid_eval', 'fm_cifar10', root / 'fm_cifar10', mode='eval', **fid_on)]
-  (root / 'jobs.json').write_text(json.dumps(jobs))
-  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
-  r = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'image_runs.py'),
-                      str(root / 'jobs.json'), str(root / 'out.json')], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=1500)
-  assert (root / 'out.json').exists(), r.stderr[-3000:]
-  out = json.loads((root / 'out.json').read_text())
+def runs(image_runs):
+  """Every image run of this module (tests/image_runs.py: each config's smoke run, the fm runs being
+  the itvm runs' teachers, a stopped and resumed run, a `--mode sample`, a DiT student of a U-Net
+  teacher, and FID end to end on random Inception weights), started in a subprocess when the
+  session starts (conftest.py) so that it runs beside the other tests; here we wait for it."""
+  root, out = image_runs.result(timeout=1500)
   return root, out
 
 
@@ -100,7 +69,7 @@ def test_resumed_image_run_sees_the_same_data(runs):
   for id_ in ('straight', 'first_half', 'resumed'):
     _ok(runs, id_)
   c = config_io.load(os.path.join(REPO, 'configs', 'lsd_cifar10.py') + ':smoke')
-  exp = train.Experiment(c)
+  exp = state_lib.Experiment(c)
   leaves = []
   for w in ('straight', 'resumed'):
     mngr = checkpoint.manager(runs[0] / w)
@@ -192,10 +161,16 @@ def test_missing_data_set_says_how_to_prepare_it(tmp_path):
 
 
 def _tiny(name, num_classes=0, **overrides):
+  """A tiny U-Net or DiT; `overrides` go to the network's block, or to the shared fields."""
   m = ml_collections.ConfigDict(dict(
-      name=name, channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,), dropout=0.0,
-      size='S', patch_size=4, dtype='float32', num_fourier=4, max_freq=8.0, remat='none'))
-  m.update(overrides)
+      name=name, dtype='float32', num_fourier=4, max_freq=8.0, remat='none',
+      unet=dict(channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,), dropout=0.0),
+      dit=dict(size='S', patch_size=4, dropout=0.0)))
+  for k, v in overrides.items():
+    if k in m:
+      m[k] = v
+    elif k in m[name]:
+      m[name][k] = v
   return models.get(m, sigma=0.5, num_classes=num_classes)
 
 
@@ -280,14 +255,14 @@ def test_remat_names_are_checked():
 
 def test_classifier_free_guidance_velocity():
   c = config_io.load(os.path.join(REPO, 'configs', 'fm_imagenet.py') + ':smoke')
-  c.data.image_size, c.model.attn_resolutions = 16, (8,)
-  exp = train.Experiment(c)
+  c.data.image_size, c.model.unet.attn_resolutions = 16, (8,)
+  exp = state_lib.Experiment(c)
   params = jax.tree.map(lambda a: a + 0.02, exp.init_params(jax.random.key(0)))
   t, x, y = jnp.array([0.3, 0.7]), jax.random.normal(jax.random.key(1), (2, 16, 16, 3)), jnp.array([5, 9])
   v_c = exp.apply_fn(params, t, t, x, y)
   v_u = exp.apply_fn(params, t, t, x, jnp.full_like(y, exp.num_classes))
-  np.testing.assert_allclose(exp.velocity(params)(t, x, y), v_c, atol=1e-6)
-  np.testing.assert_allclose(exp.velocity(params, 2.5)(t, x, y), v_u + 2.5 * (v_c - v_u),
+  np.testing.assert_allclose(teacher_lib.velocity_fn(exp)(params)(t, x, y), v_c, atol=1e-6)
+  np.testing.assert_allclose(teacher_lib.velocity_fn(exp, 2.5)(params)(t, x, y), v_u + 2.5 * (v_c - v_u),
                              atol=1e-4)
   assert float(jnp.max(jnp.abs(v_c - v_u))) > 1e-4  # the label matters
 
@@ -355,7 +330,7 @@ def test_checkpoint_restores_the_data_position_and_survives_its_loss(tmp_path, c
   """The grain position comes back with the state; a position that cannot come back (here: its
   files gone, as after a change of process count) costs the data order only, never the state."""
   import grain  # pylint: disable=g-import-not-at-top
-  exp = train.Experiment(config_io.load(os.path.join(REPO, 'configs', 'fm_checkerboard.py') + ':smoke'))
+  exp = state_lib.Experiment(config_io.load(os.path.join(REPO, 'configs', 'fm_checkerboard.py') + ':smoke'))
   state = exp.init_state()
   make_iter = lambda: iter(grain.MapDataset.range(100).shuffle(seed=3).batch(4).to_iter_dataset())
   it = make_iter()

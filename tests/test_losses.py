@@ -4,15 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base
+from flowmap_jax import config_io
 from flowmap_jax import losses
 from flowmap_jax import models
 
 
 @pytest.fixture(scope='module')
 def mlp():
-  config = base.get_config()
-  config.model.width, config.model.depth = 64, 2
+  config = config_io.load('configs/lsd_checkerboard.py')
+  config.model.mlp.width, config.model.mlp.depth = 64, 2
   net = models.get(config.model, sigma=1.0)
   x = jnp.zeros((4, 2))
   params = net.init(jax.random.key(0), jnp.zeros(4), jnp.zeros(4), x)['params']
@@ -61,7 +61,7 @@ def test_registry():
     losses.get('nope')
 
 
-@pytest.mark.parametrize('name', losses.NEEDS_TEACHER)
+@pytest.mark.parametrize('name', [n for n in losses.names() if losses.spec(n).needs_teacher])
 def test_missing_teacher_is_a_clear_error(mlp, loss_config, name):
   apply_fn, params, _, x0, x1 = mlp
   with pytest.raises(ValueError, match='teacher'):

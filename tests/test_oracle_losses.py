@@ -1,4 +1,4 @@
-"""Every loss at the exact Gaussian-to-Gaussian flow map (ALGORITHMS.md §4)."""
+"""Every loss at the exact Gaussian-to-Gaussian flow map (docs/oracle.md)."""
 import jax
 import jax.numpy as jnp
 import pytest

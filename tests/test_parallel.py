@@ -4,25 +4,28 @@ import numpy as np
 import pytest
 
 from flowmap_jax import parallel
-from flowmap_jax import train
+from flowmap_jax import state as state_lib
+from flowmap_jax import step as step_lib
+from flowmap_jax import teacher as teacher_lib
 from test_pipeline import smoke
 
 STEPS = 6
 
 
 def _run(name, mesh_shape):
-  config = smoke(name, **{'mesh.fsdp_min_size': 256, 'model.width': 64})
+  config = smoke(name, **{'mesh.fsdp_min_size': 256, 'model.mlp.width': 64})
   devices = jax.devices()[:int(np.prod(mesh_shape))]
   mesh = jax.sharding.Mesh(np.asarray(devices).reshape(mesh_shape), ('data', 'fsdp'))
-  exp = train.Experiment(config, mesh=mesh)
+  exp = state_lib.Experiment(config, mesh=mesh)
   state = exp.init_state()
   teacher = None
   if name == 'itvm':
     teacher = jax.device_put(exp.init_params(jax.random.key(7)),
                              parallel.tree_shardings(mesh, exp.init_params(jax.random.key(7)), 256))
+  step_fn = step_lib.jit_train_step(exp, teacher_lib.velocity_fn(exp))
   losses = []
   for _ in range(STEPS):
-    state, metrics = exp.jit_train_step(state, {}, teacher)
+    state, metrics = step_fn(state, {}, teacher)
     losses.append(float(metrics['loss']))
   return losses, jax.device_get(state.params), state
 

@@ -13,6 +13,7 @@ import pytest
 
 from flowmap_jax import checkpoint
 from flowmap_jax import config_io
+from flowmap_jax import state as state_lib
 from flowmap_jax import train
 
 CONFIGS_2D = ['fm', 'itvm', 'lmd', 'emd', 'lsd', 'esd', 'psd', 'meanflow']
@@ -28,13 +29,6 @@ def smoke(name, **overrides):
       node = node[p]
     node[last] = v
   return c
-
-
-@pytest.fixture(scope='module')
-def teacher_dir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp('teacher'))
-  train.train_and_evaluate(smoke('fm'), d)
-  return d
 
 
 def run_main(*args, timeout=600):
@@ -65,7 +59,7 @@ def test_every_2d_config_trains_and_writes_eval(name, teacher_dir, tmp_path):
 
 
 def _final_params(workdir, config):
-  exp = train.Experiment(config)
+  exp = state_lib.Experiment(config)
   mngr = checkpoint.manager(workdir)
   state = checkpoint.restore_latest(mngr, exp.abstract_state())
   mngr.close()

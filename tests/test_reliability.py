@@ -16,23 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from flowmap_jax import checkpoint
+from flowmap_jax import state as state_lib
 from flowmap_jax import train
 from flowmap_jax import validate
+import faults
 from test_pipeline import REPO, run_main, smoke
 
 ENV = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='3')
 
 
-@pytest.fixture(scope='module')
-def teacher_dir(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp('teacher'))
-  r = run_main('--config=configs/fm_checkerboard.py:smoke', f'--workdir={d}')
-  assert r.returncode == 0, r.stderr[-2000:]
-  return d
-
-
 def _state(workdir, config):
-  exp = train.Experiment(config)
+  exp = state_lib.Experiment(config)
   mngr = checkpoint.manager(workdir)
   state = checkpoint.restore_latest(mngr, exp.abstract_state())
   mngr.close()
@@ -113,8 +107,10 @@ def test_unreadable_latest_checkpoint_falls_back_to_previous(tmp_path, caplog, c
 
 
 def test_non_finite_step_stops_with_step_terms_and_last_checkpoint(tmp_path):
-  r = run_main('--config=configs/lsd_checkerboard.py:smoke', f'--workdir={tmp_path}',
-               '--config.train.num_steps=8', '--config.train.poison_steps=(3,)')
+  r = subprocess.run([sys.executable, os.path.join(REPO, 'tests', 'faults.py'), '3',
+                      '--config=configs/lsd_checkerboard.py:smoke', f'--workdir={tmp_path}',
+                      '--config.train.num_steps=8'], cwd=REPO, env=ENV, capture_output=True,
+                     text=True, timeout=300)
   assert r.returncode == 3, r.stderr[-2000:]
   assert 'Non-finite loss or gradient at step 3' in r.stderr
   assert 'loss=nan' in r.stderr and 'loss/diag=' in r.stderr and 'loss/offdiag=' in r.stderr
@@ -125,9 +121,9 @@ def test_non_finite_step_stops_with_step_terms_and_last_checkpoint(tmp_path):
 
 def test_max_bad_steps_skips_and_counts(tmp_path):
   from tensorboard.backend.event_processing import event_accumulator
-  config = smoke('lsd', **{'train.num_steps': 8, 'train.poison_steps': (3, 5),
-                           'train.max_bad_steps': 2})
-  train.train_and_evaluate(config, str(tmp_path))
+  config = smoke('lsd', **{'train.num_steps': 8, 'train.max_bad_steps': 2})
+  with faults.poisoned('lsd', (3, 5)):
+    train.train_and_evaluate(config, str(tmp_path))
   state = _state(str(tmp_path), config)
   assert int(state.step) == 8 and int(state.bad_steps) == 2 and int(state.last_bad_step) == 5
   assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(state.params))
@@ -202,19 +198,6 @@ def test_workdir_of_another_config_is_not_resumed(tmp_path):
   train.train_and_evaluate(smoke('lsd', **{'optim.lr': 2e-3, 'train.num_steps': 8,
                                            'train.allow_config_change': True}), str(tmp_path))
   assert json.loads((tmp_path / 'eval.json').read_text())['step'] == 8
-
-
-def test_teacher_shape_mismatch_names_both(teacher_dir, tmp_path):
-  config = smoke('itvm', **{'teacher.workdir': teacher_dir, 'model.width': 48})
-  with pytest.raises(validate.ConfigError, match=r'teacher \(configs/fm_checkerboard.py:smoke\) has '
-                     r'parameter shapes .* and this model \(mlp, width 48'):
-    train.train_and_evaluate(config, str(tmp_path))
-  # A teacher config that does not describe the teacher's checkpoint.
-  config = smoke('itvm', **{'teacher.workdir': teacher_dir,
-                            'teacher.config': 'configs/fm_checkerboard.py'})
-  with pytest.raises(validate.ConfigError, match='does not match the teacher config '
-                     'configs/fm_checkerboard.py'):
-    train.train_and_evaluate(config, str(tmp_path / 'b'))
 
 
 # ----------------------------------------------------------------------------- properties

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from flowmap_jax import checkpoint
-from flowmap_jax import train
+from flowmap_jax import state as state_lib
 from test_pipeline import REPO, smoke
 
 ARGS = ['--config=configs/lsd_checkerboard.py:smoke', '--config.train.num_steps=20',
@@ -28,7 +28,7 @@ def _env(devices):
 def _state(workdir, **overrides):
   config = smoke('lsd', **{'train.num_steps': 20, 'mesh.fsdp': 2, 'mesh.fsdp_min_size': 256,
                           **overrides})
-  exp = train.Experiment(config)
+  exp = state_lib.Experiment(config)
   mngr = checkpoint.manager(workdir)
   state = checkpoint.restore_latest(mngr, exp.abstract_state())
   mngr.close()
@@ -54,29 +54,34 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 def test_sigterm_saves_current_step_and_resume_matches(tmp_path):
-  args = ['--config=configs/lsd_checkerboard.py:smoke', '--config.train.num_steps=3000',
-          '--config.train.checkpoint_every=1000', '--config.train.log_every=100',
+  steps = 10_000
+  args = ['--config=configs/lsd_checkerboard.py:smoke', f'--config.train.num_steps={steps}',
+          '--config.train.checkpoint_every=5000', '--config.train.log_every=100',
           '--config.eval.steps=(1,)']
   run, straight = tmp_path / 'run', tmp_path / 'straight'
   proc = subprocess.Popen([sys.executable, '-m', 'flowmap_jax.main', *args, f'--workdir={run}'],
                           cwd=REPO, env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
-  deadline = time.time() + 300
-  while not glob.glob(str(run / 'events.out.*')) and time.time() < deadline:
-    time.sleep(0.05)
-  time.sleep(3.0)  # in the middle of training, between checkpoints
+  # SIGTERM as soon as training has logged its first steps: in the middle of training, between
+  # checkpoints (a fixed sleep lands after the end when the machine is fast).
+  head = []
+  for line in proc.stderr:
+    head.append(line)
+    if '] steps_per_sec=' in line:
+      break
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
+  err = ''.join(head) + err
   assert proc.returncode == 143, err[-2000:]
   assert 'Preempted (SIGTERM) at step' in err
   step = int(err.split('Preempted (SIGTERM) at step ')[1].split(':')[0])
-  assert 0 < step < 3000 and os.path.isdir(run / 'checkpoints' / str(step))
+  assert 0 < step < steps and os.path.isdir(run / 'checkpoints' / str(step))
   for workdir in (run, straight):
     r = subprocess.run([sys.executable, '-m', 'flowmap_jax.main', *args, f'--workdir={workdir}'],
                        cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-  a = _state(str(run), **{'train.num_steps': 3000, 'mesh.fsdp': 1})
-  b = _state(str(straight), **{'train.num_steps': 3000, 'mesh.fsdp': 1})
+  a = _state(str(run), **{'train.num_steps': steps, 'mesh.fsdp': 1})
+  b = _state(str(straight), **{'train.num_steps': steps, 'mesh.fsdp': 1})
   for x, y in zip(jax.tree.leaves((a.params, a.opt_state)), jax.tree.leaves((b.params, b.opt_state))):
     np.testing.assert_array_equal(x, y)
 

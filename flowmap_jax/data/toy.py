@@ -53,7 +53,7 @@ def sample(name, rng, n):
 
 
 def data_std(name, n=200_000, seed=1234):
-  """Per-axis std of the data set, from a fixed sample: σ0 'adaptive' (ALGORITHMS.md §1)."""
+  """Per-axis std of the data set, from a fixed sample: σ0 'adaptive' (docs/conventions.md §1)."""
   return tuple(float(v) for v in np.asarray(jnp.std(sample(name, jax.random.key(seed), n), axis=0)))
 
 

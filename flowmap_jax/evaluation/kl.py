@@ -1,4 +1,4 @@
-"""2-D sample quality (ALGORITHMS.md §6): histogram KL(p_data ‖ p_model) and the energy distance.
+"""2-D sample quality (docs/metrics.md): histogram KL(p_data ‖ p_model) and the energy distance.
 
 KL: both sample sets binned on a 100 × 100 grid over [-4.5, 4.5]², every bin's count + 1 (Laplace
 smoothing) on both sides, normalised; samples outside the grid are dropped (they are rare for data

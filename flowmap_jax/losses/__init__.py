@@ -1,36 +1,71 @@
-"""The loss registry: `losses.get(name)` for every loss of ALGORITHMS.md §3.
+"""The loss registry: each loss of docs/losses.md with what the rest of the code needs to know of it.
 
 Every loss is `loss_fn(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
 y=None) -> (loss, aux)` with `apply_fn(params, s, t, x, y) -> v_θ(s, t, x | y)`, `teacher(t, x, y) ->
 b_t(x | y)` and y the batch's class labels (None for an unconditional model).
-"""
-from flowmap_jax.losses.distillation import emd_loss, lmd_loss
-from flowmap_jax.losses.flow_matching import fm_loss
-from flowmap_jax.losses.itvm import itvm_loss
-from flowmap_jax.losses.meanflow import meanflow_loss
-from flowmap_jax.losses.self_distillation import esd_loss, lsd_loss, psd_loss
 
-LOSSES = {
-    'fm': fm_loss,
-    'lmd': lmd_loss,
-    'emd': emd_loss,
-    'itvm': itvm_loss,
-    'lsd': lsd_loss,
-    'esd': esd_loss,
-    'psd': psd_loss,
-    'meanflow': meanflow_loss,
+A new loss is its module, its entry below (with its option block, if it has one) and its tests:
+training, evaluation, validation and the configs read everything else from here.
+"""
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+from flowmap_jax.losses import distillation
+from flowmap_jax.losses import flow_matching
+from flowmap_jax.losses import itvm
+from flowmap_jax.losses import meanflow
+from flowmap_jax.losses import self_distillation
+from flowmap_jax.losses.common import Option
+
+
+def _no_target_ema(config):
+  del config
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  fn: Callable[..., Any]
+  # Distils a frozen teacher velocity b_t(x) and cannot run without one.
+  needs_teacher: bool = False
+  # False for a loss that learns only the diagonal, a velocity field (fm): it is sampled and
+  # evaluated by its ODE, not as a flow map.
+  learns_flow_map: bool = True
+  # Its block config.loss.<name>: field -> Option (default and allowed values).
+  options: Mapping[str, Option] = dataclasses.field(default_factory=dict)
+  # loss config -> the rate of the target EMA θ⁻ the loss reads, or None when it reads none.
+  target_ema_rate: Callable[[Any], Optional[float]] = _no_target_ema
+
+
+REGISTRY = {
+    'fm': Loss(flow_matching.fm_loss, learns_flow_map=False),
+    'lmd': Loss(distillation.lmd_loss, needs_teacher=True),
+    'emd': Loss(distillation.emd_loss, needs_teacher=True),
+    'itvm': Loss(itvm.itvm_loss, needs_teacher=True, options=itvm.OPTIONS,
+                 target_ema_rate=itvm.target_ema_rate),
+    'lsd': Loss(self_distillation.lsd_loss, options=self_distillation.LSD_OPTIONS,
+                target_ema_rate=self_distillation.lsd_target_ema_rate),
+    'esd': Loss(self_distillation.esd_loss),
+    'psd': Loss(self_distillation.psd_loss, options=self_distillation.PSD_OPTIONS),
+    'meanflow': Loss(meanflow.meanflow_loss),
 }
-# Losses that distil a frozen teacher velocity b_t(x) and cannot run without one.
-NEEDS_TEACHER = ('lmd', 'emd', 'itvm')
-# Losses that read the target EMA θ⁻ (itvm always; lsd with lsd.teacher=ema).
-USES_TARGET_EMA = ('itvm', 'lsd')
+
+
+def spec(name: str) -> Loss:
+  if name not in REGISTRY:
+    raise ValueError(f'Unknown loss {name!r}; known: {sorted(REGISTRY)}.')
+  return REGISTRY[name]
 
 
 def get(name: str):
-  if name not in LOSSES:
-    raise ValueError(f'Unknown loss {name!r}; known: {sorted(LOSSES)}.')
-  return LOSSES[name]
+  """The loss function of `name`."""
+  return spec(name).fn
 
 
 def names():
-  return sorted(LOSSES)
+  return sorted(REGISTRY)
+
+
+def option_defaults():
+  """{loss name: {field: default}} for every loss with an option block (what configs start from)."""
+  return {name: {k: o.default for k, o in l.options.items()}
+          for name, l in REGISTRY.items() if l.options}

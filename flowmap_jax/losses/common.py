@@ -4,7 +4,9 @@ A loss sees a batch whose first `n_diag` examples are diagonal (s = t) and the r
 (s < t). Per-example squared residuals are summed over the batch and divided by B, so the total is the
 batch mean of each example's term, and the aux terms are the means within each part.
 """
-from typing import NamedTuple, Optional
+import dataclasses
+import math
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,33 @@ from flowmap_jax import interpolants
 from flowmap_jax import time_sampling
 
 sg = jax.lax.stop_gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+  """One field of a loss's option block `config.loss.<name>`: its default and what it may be.
+
+  `choices` for a named choice; otherwise a number in the interval from `lo` to `hi` (open at an end
+  when `lo_open` / `hi_open`). `problem` says what is wrong with a value, or None.
+  """
+  default: Any
+  choices: tuple = ()
+  lo: float = -math.inf
+  hi: float = math.inf
+  lo_open: bool = False
+  hi_open: bool = False
+
+  def problem(self, field, value):
+    if self.choices:
+      if value not in self.choices:
+        return f'{field}={value!r} is not known; use one of {sorted(self.choices)}.'
+      return None
+    ok = (value > self.lo if self.lo_open else value >= self.lo) and (
+        value < self.hi if self.hi_open else value <= self.hi)
+    if not ok:
+      return (f'{field}={value!r} must be in {"(" if self.lo_open else "["}{self.lo}, {self.hi}'
+              f'{")" if self.hi_open else "]"}.')
+    return None
 
 
 class Draw(NamedTuple):
@@ -69,7 +98,7 @@ def require_teacher(name, teacher):
 
 
 def fm_terms(apply_fn, params, t, x_t, dI_t, y=None):
-  """Per-example flow matching ‖v_θ(t, t, I_t) - İ_t‖² (ALGORITHMS.md §3.1)."""
+  """Per-example flow matching ‖v_θ(t, t, I_t) - İ_t‖² (docs/losses.md §1)."""
   return sqnorm(apply_fn(params, t, t, x_t, y) - dI_t)
 
 

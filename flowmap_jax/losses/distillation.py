@@ -1,4 +1,4 @@
-"""Flow map distillation of a frozen teacher velocity b_t(x) (Boffi et al. 2024, ALGORITHMS.md §3.2-3).
+"""Flow map distillation of a frozen teacher velocity b_t(x) (Boffi et al. 2024, docs/losses.md §2-3).
 
 Diagonal examples of both losses match the map's own velocity to the teacher,
 ‖v_θ(t, t, x_t) − b_t(x_t)‖², which is the LMD and the EMD residual at s = t.

@@ -1,4 +1,4 @@
-"""FM: flow matching, ‖v_θ(t, t, I_t) − İ_t‖² (ALGORITHMS.md §3.1). Trains a teacher.
+"""FM: flow matching, ‖v_θ(t, t, I_t) − İ_t‖² (docs/losses.md §1). Trains a teacher.
 
 Every example is diagonal, whatever `diag_fraction` says: a velocity field has no second time.
 """

@@ -1,7 +1,7 @@
 """ITVM: initial/terminal velocity matching (Khungurn et al. 2025, arXiv 2505.01169).
 
-A reconstruction from the paper's abstract (its full text was not available to us); ALGORITHMS.md §3.4
-gives the reasoning and the evidence behind the defaults. For s < t, an intermediate u in [s, t),
+A reconstruction from the paper's abstract (its full text was not available to us); docs/itvm.md gives
+the reasoning and the evidence behind the defaults. For s < t, an intermediate u in [s, t),
 y = X_{θ⁻}(s, u, x_s) and θ⁻ the loss's target EMA:
 
   w_init ‖v_θ(s, s, x_s) − b_s(x_s)‖²                                   (initial velocity)
@@ -18,6 +18,22 @@ from flowmap_jax.interpolants import bcast
 from flowmap_jax.losses import common
 
 sg = common.sg
+
+# The block config.loss.itvm. The defaults come from 2-D evidence (docs/itvm.md), not from the paper.
+OPTIONS = {
+    'u': common.Option('t_minus_tau', choices=time_sampling.ITVM_U),
+    'tau': common.Option(0.05, lo=0.0, hi=1.0, lo_open=True),
+    'terminal_target': common.Option('ema', choices=('ema', 'teacher')),
+    'y_source': common.Option('ema', choices=('ema', 'online')),
+    'ema_rate': common.Option(0.99, lo=0.0, hi=1.0, hi_open=True),   # θ⁻, the target EMA
+    'w_init': common.Option(1.0, lo=0.0),
+    'w_term': common.Option(1.0, lo=0.0),
+}
+
+
+def target_ema_rate(config):
+  """θ⁻'s rate: ITVM always reads its target EMA."""
+  return config.itvm.ema_rate
 
 
 def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
@@ -42,7 +58,8 @@ def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher
   elif c.y_source == 'ema':
     x_u = sg(flow_map.X(apply_fn, ema_params, s, u, x_s, y_o))
   else:
-    raise ValueError(f"Unknown loss.itvm.y_source {c.y_source!r}; known: ('ema', 'online').")
+    raise ValueError(f"Unknown loss.itvm.y_source {c.y_source!r}; known: "
+                     f"{OPTIONS['y_source'].choices}.")
 
   teacher_in = [(d.s, d.x_s, d.y)]
   if c.terminal_target == 'teacher':
@@ -51,7 +68,7 @@ def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher
     target = apply_fn(ema_params, u, t, sg(x_u), y_o)
   else:
     raise ValueError(f"Unknown loss.itvm.terminal_target {c.terminal_target!r}; "
-                     "known: ('ema', 'teacher').")
+                     f"known: {OPTIONS['terminal_target'].choices}.")
   b_out = common.apply_many(teacher, teacher_in)
   if c.terminal_target == 'teacher':
     target = b_out[1]

@@ -1,4 +1,4 @@
-"""MeanFlow (Geng et al. 2025) in our convention (ALGORITHMS.md §3.8).
+"""MeanFlow (Geng et al. 2025) in our convention (docs/losses.md §8).
 
 Differentiating (t − s) v(s, t, x_s) = x_t − x_s in s along the path gives
 v = b_s + (t − s) D v with D = ∂_s + b_s · ∇_x. With İ_s for b_s (right in expectation):

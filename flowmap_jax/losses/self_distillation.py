@@ -1,4 +1,4 @@
-"""Self-distillation without a teacher (Boffi, Albergo & Vanden-Eijnden 2025, ALGORITHMS.md §3.5-7).
+"""Self-distillation without a teacher (Boffi, Albergo & Vanden-Eijnden 2025, docs/losses.md §5-7).
 
 Each loss is flow matching ‖v_θ(t, t, I_t) − İ_t‖² on the diagonal examples plus a self-consistency
 term on the off-diagonal ones, whose target is the model itself under stop_gradient.
@@ -11,6 +11,18 @@ from flowmap_jax.interpolants import bcast
 from flowmap_jax.losses import common
 
 sg = common.sg
+
+# The blocks config.loss.lsd and config.loss.psd.
+LSD_OPTIONS = {
+    'teacher': common.Option('online', choices=('online', 'ema')),  # T in v_T: θ or its target EMA
+    'ema_rate': common.Option(0.99, lo=0.0, hi=1.0, hi_open=True),  # that EMA's rate (teacher=ema)
+}
+PSD_OPTIONS = {'gamma': common.Option('midpoint', choices=('midpoint', 'uniform'))}
+
+
+def lsd_target_ema_rate(config):
+  """LSD reads a target EMA only when its target velocity comes from it (lsd.teacher=ema)."""
+  return config.lsd.ema_rate if config.lsd.teacher == 'ema' else None
 
 
 def _diag_fm(apply_fn, params, d):
@@ -26,7 +38,8 @@ def lsd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=
   elif config.lsd.teacher == 'ema':
     target_params = params if ema_params is None else ema_params
   else:
-    raise ValueError(f"Unknown loss.lsd.teacher {config.lsd.teacher!r}; known: ('online', 'ema').")
+    raise ValueError(f"Unknown loss.lsd.teacher {config.lsd.teacher!r}; known: "
+                     f"{LSD_OPTIONS['teacher'].choices}.")
   d = common.draw(x0, x1, rng, config, y)
   s, t, x_s, y_o = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.y)
   X, dX = flow_map.X_and_dt(apply_fn, params, s, t, x_s, y_o)
@@ -64,7 +77,8 @@ def psd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=
   elif config.psd.gamma == 'uniform':
     gamma = jax.random.uniform(k_gamma, s.shape, s.dtype)
   else:
-    raise ValueError(f"Unknown loss.psd.gamma {config.psd.gamma!r}; known: ('midpoint', 'uniform').")
+    raise ValueError(f"Unknown loss.psd.gamma {config.psd.gamma!r}; known: "
+                     f"{PSD_OPTIONS['gamma'].choices}.")
   u = gamma * s + (1 - gamma) * t
   p = sg(params)
   v_su = apply_fn(p, s, u, x_s, y_o)

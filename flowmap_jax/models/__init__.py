@@ -19,16 +19,23 @@ DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 
 def get(config_model, sigma, num_classes=0):
-  """The flax Module named by `config_model.name`, built from the config's fields."""
+  """The flax Module named by `config_model.name`, built from its block (`model.mlp`, `model.unet`
+  or `model.dit`) and the fields every network shares (time features, dtype, remat)."""
   m = config_model
+  if m.name not in MODELS:
+    raise ValueError(f'Unknown model.name {m.name!r}; known: {MODELS}.')
+  net = m[m.name]
   if m.name == 'mlp':
-    return MLP(width=m.width, depth=m.depth, activation=m.activation, num_fourier=m.num_fourier,
-               max_freq=m.max_freq, sigma=sigma)
-  common = dict(dropout=m.dropout, num_classes=num_classes, num_fourier=m.num_fourier,
+    return MLP(width=net.width, depth=net.depth, activation=net.activation,
+               num_fourier=m.num_fourier, max_freq=m.max_freq, sigma=sigma)
+  common = dict(dropout=net.dropout, num_classes=num_classes, num_fourier=m.num_fourier,
                 max_freq=m.max_freq, sigma=sigma, dtype=DTYPES[m.dtype], remat=m.remat)
   if m.name == 'unet':
-    return UNet(channels=m.channels, channel_mult=tuple(m.channel_mult), num_blocks=m.num_blocks,
-                attn_resolutions=tuple(m.attn_resolutions), **common)
-  if m.name == 'dit':
-    return DiT(size=m.size, patch_size=m.patch_size, **common)
-  raise ValueError(f'Unknown model.name {m.name!r}; known: {MODELS}.')
+    return UNet(channels=net.channels, channel_mult=tuple(net.channel_mult),
+                num_blocks=net.num_blocks, attn_resolutions=tuple(net.attn_resolutions), **common)
+  return DiT(size=net.size, patch_size=net.patch_size, **common)
+
+
+def dropout_rate(config_model):
+  """The network's dropout rate (0 for the MLP, which has none)."""
+  return config_model[config_model.name].get('dropout', 0.0)
