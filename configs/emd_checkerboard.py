@@ -1,6 +1,9 @@
-"""EMD (Eulerian map distillation, Boffi et al. 2024) of the checkerboard teacher."""
-from configs import base
+"""EMD distillation of the checkerboard teacher: configs/itvm_checkerboard.py with loss.name='emd',
+everything else equal, so the two compare at the same budget."""
+from configs import itvm_checkerboard
 
 
 def get_config(arg=None):
-  return base.distillation_2d('emd', arg)
+  c = itvm_checkerboard.get_config(arg)
+  c.loss.name = 'emd'
+  return c

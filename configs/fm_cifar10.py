@@ -1,6 +1,8 @@
-"""FM on cifar10 (configs/base.py: image_experiment has the settings and their sources)."""
-from configs import base
+"""The CIFAR-10 flow-matching teacher (of configs/itvm_cifar10.py): configs/lsd_cifar10.py with loss.name='fm', everything else equal."""
+from configs import lsd_cifar10
 
 
 def get_config(arg=None):
-  return base.image_experiment('fm', 'cifar10', arg)
+  c = lsd_cifar10.get_config(arg)
+  c.loss.name = 'fm'
+  return c

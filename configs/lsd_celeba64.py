@@ -1,6 +1,10 @@
-"""LSD on celeb_a (configs/base.py: image_experiment has the settings and their sources)."""
-from configs import base
+"""LSD self-distillation on CelebA 64×64: configs/fm_celeba64.py with loss.name='lsd' and three
+quarters of each batch diagonal, everything else equal."""
+from configs import fm_celeba64
 
 
 def get_config(arg=None):
-  return base.image_experiment('lsd', 'celeb_a', arg)
+  c = fm_celeba64.get_config(arg)
+  c.loss.name = 'lsd'
+  c.loss.diag_fraction = 0.75
+  return c

@@ -1,6 +1,10 @@
-"""LSD on imagenet2012 (configs/base.py: image_experiment has the settings and their sources)."""
-from configs import base
+"""Class-conditional LSD self-distillation on ImageNet 64×64: configs/fm_imagenet.py with
+loss.name='lsd' and three quarters of each batch diagonal, everything else equal."""
+from configs import fm_imagenet
 
 
 def get_config(arg=None):
-  return base.image_experiment('lsd', 'imagenet2012', arg)
+  c = fm_imagenet.get_config(arg)
+  c.loss.name = 'lsd'
+  c.loss.diag_fraction = 0.75
+  return c

@@ -1,6 +1,9 @@
-"""MeanFlow (Geng et al. 2025) on the checkerboard, from scratch."""
-from configs import base
+"""MeanFlow self-distillation on the 2-D checkerboard: configs/lsd_checkerboard.py with
+loss.name='meanflow', everything else equal, so the self-distillation losses compare at one budget."""
+from configs import lsd_checkerboard
 
 
 def get_config(arg=None):
-  return base.self_distillation_2d('meanflow', arg)
+  c = lsd_checkerboard.get_config(arg)
+  c.loss.name = 'meanflow'
+  return c

@@ -1,7 +1,10 @@
-"""PSD (progressive self-distillation, Boffi et al. 2025) on the checkerboard, from scratch:
-PSD-M (γ = 1/2); PSD-U by --config.loss.psd.gamma=uniform."""
-from configs import base
+"""PSD self-distillation on the 2-D checkerboard: configs/lsd_checkerboard.py with loss.name='psd',
+everything else equal, so the self-distillation losses compare at one budget. PSD-M (γ = 1/2);
+--config.loss.psd.gamma=uniform for PSD-U."""
+from configs import lsd_checkerboard
 
 
 def get_config(arg=None):
-  return base.self_distillation_2d('psd', arg)
+  c = lsd_checkerboard.get_config(arg)
+  c.loss.name = 'psd'
+  return c
