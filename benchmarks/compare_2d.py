@@ -1,62 +1,197 @@
-"""The seven flow-map losses at one equal budget, on the same teacher and seeds (2-D checkerboard).
+"""The 2-D study: flow-map losses at equal budget over data sets and seeds, resumable.
 
-Every student starts from the teacher's weights (train.init_from_teacher) and trains the same number
-of steps with the same batch, optimiser and seed; the table is KL(data ‖ model) at 1/2/4/8/16 steps
-(docs/metrics.md). Writes the table to stdout and, with --results, into
-benchmarks/RESULTS.md.
+For each data set and seed, one teacher (trained by the first distillation student that needs it,
+through the same teacher handling a user's run has: teacher.config with the student's data and seed)
+is shared by every distillation student of that (data set, seed). Each run has its own workdir,
+<workdir>/<data set>/seed<k>/<variant>, so an interrupted study picks up where it stopped: a run
+whose eval.json is complete is skipped, an unfinished one resumes from its checkpoint.
 
-  python benchmarks/compare_2d.py --workdir runs/compare_2d --steps 3000 --results
+A variant is a loss with options, "itvm" or "itvm u=s_plus_tau tau=0.1": a bare option names a field
+of the loss's block (loss.itvm.u), a dotted one any config field (loss.diag_fraction=0.25).
+Distillation variants start from their teacher's weights and train --steps; self-distillation
+variants train --self_steps from scratch (each family at its own equal budget).
+
+  python benchmarks/compare_2d.py --workdir /tmp/study --datasets checkerboard,spirals,two_moons \
+      --seeds 0,1,2 --variants lmd emd itvm "itvm u=s_plus_tau" "itvm u=uniform" lsd esd psd meanflow \
+      --results
+  python benchmarks/compare_2d.py --workdir /tmp/study --datasets checkerboard --seeds 0 \
+      --variants itvm lmd --convergence 1000,2000,4000,8000 --results
+
+Prints mean ± standard deviation over seeds of KL(data ‖ model) at each step count
+(docs/metrics.md), with the teacher's Euler at the same NFE, its adaptive ODE and the estimator
+floor; --results writes the tables, plots (benchmarks/plots/) and the command into RESULTS.md.
 """
 import argparse
+import json
 import os
 import re
+import shlex
+import sys
 import time
 
+import numpy as np
+
 from flowmap_jax import config_io
+from flowmap_jax import losses
 from flowmap_jax import train
 
-LOSSES = ['lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow']
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(workdir, steps, lr, schedule, num_samples, only=None):
-  """Every student shares one teacher, which the first one trains (as a user's run would:
-  teacher.config on the student's data, into teacher.workdir)."""
-  teacher_dir = os.path.join(workdir, 'teacher')
-  rows, times = {}, {}
-  for name in only or LOSSES:
-    c = config_io.load(f'configs/{name}_checkerboard.py')
-    c.teacher.config = 'configs/fm_checkerboard.py'
-    c.teacher.workdir = teacher_dir
-    c.train.init_from_teacher = True
-    c.train.num_steps = steps
-    c.optim.lr, c.optim.schedule = lr, schedule
-    c.eval.num_samples = num_samples
-    c.train.checkpoint_every = steps
+def parse_variant(text):
+  """'itvm u=s_plus_tau' -> ('itvm', {'loss.itvm.u': 's_plus_tau'})."""
+  name, *options = text.split()
+  losses.spec(name)  # an unknown loss fails here, before anything trains
+  overrides = {}
+  for option in options:
+    key, value = option.split('=', 1)
+    overrides[key if '.' in key else f'loss.{name}.{key}'] = value
+  return name, overrides
+
+
+def slug(text):
+  return re.sub(r'[^A-Za-z0-9_.=-]+', '_', text.strip()).replace('=', '-')
+
+
+def set_field(config, key, value):
+  """config[key] = value, a string converted to the field's type."""
+  *path, field = key.split('.')
+  node = config
+  for p in path:
+    node = node[p]
+  old = node[field]
+  if isinstance(value, str) and not isinstance(old, str):
+    value = {'True': True, 'False': False}[value] if isinstance(old, bool) else type(old)(value)
+  node[field] = value
+
+
+def variant_config(variant, data, seed, args, steps=None):
+  name, overrides = parse_variant(variant)
+  distils = losses.spec(name).needs_teacher
+  c = config_io.load(f'configs/{name}_checkerboard.py' + (':smoke' if args.smoke else ''))
+  c.seed = seed
+  c.data.name = data
+  c.train.num_steps = steps or (args.steps if distils else args.self_steps)
+  c.train.checkpoint_every = min(1000, c.train.num_steps)
+  c.eval.num_samples = args.num_samples
+  c.eval.steps = tuple(args.eval_steps)
+  for key, value in overrides.items():
+    set_field(c, key, value)
+  return c
+
+
+def finished(workdir, config):
+  path = os.path.join(workdir, 'eval.json')
+  if not os.path.exists(path):
+    return None
+  result = json.load(open(path))
+  return result if result.get('step') == config.train.num_steps else None
+
+
+def run_one(variant, data, seed, args, steps=None, tag=''):
+  c = variant_config(variant, data, seed, args, steps)
+  root = os.path.join(args.workdir, data, f'seed{seed}')
+  c.teacher.workdir = os.path.join(root, 'teacher')
+  workdir = os.path.join(root, slug(variant) + tag)
+  result = finished(workdir, c)
+  if result is None:
     t0 = time.time()
-    rows[name] = train.train_and_evaluate(c, os.path.join(workdir, name))
-    times[name] = time.time() - t0
-  return rows, times
+    result = train.train_and_evaluate(c, workdir)
+    print(f'[{time.strftime("%H:%M:%S")}] {data} seed {seed} {variant}{tag}: '
+          f'{time.time() - t0:.0f} s', flush=True)
+  return result
 
 
-def table(rows, times, steps):
-  ref = next(iter(rows.values()))
-  ns = ref['estimator']['steps']
-  out = ['| loss | ' + ' | '.join(f'{n} step{"s" * (n > 1)}' for n in ns) + ' | wall time |',
-         '|---' * (len(ns) + 2) + '|']
-  for name, r in rows.items():
-    out.append(f'| {name} | ' + ' | '.join(f'{r["flow_map"][str(n)]["kl"]:.4f}' for n in ns)
-               + f' | {times[name]:.0f} s |')
-  if 'teacher_euler' in ref:
-    out.append('| teacher Euler (same NFE) | ' + ' | '.join(
-        f'{ref["teacher_euler"][str(n)]["kl"]:.4f}' for n in ns) + ' | |')
-    o = ref['teacher_ode']
-    out.append(f'| teacher {ref["estimator"]["ode"]} ({o["nfe"]:.0f} NFE) | {o["kl"]:.4f} |'
-               + ' |' * len(ns))
-  out.append(f'| estimator floor | {ref["floor"]["kl"]:.4f} |' + ' |' * len(ns))
+def teacher_result(data, seed, args):
+  """The teacher's scores as its students see them (the teacher's own eval.json)."""
+  path = os.path.join(args.workdir, data, f'seed{seed}', 'teacher', 'eval.json')
+  return json.load(open(path)) if os.path.exists(path) else None
+
+
+def mean_std(values):
+  a = np.asarray(values, float)
+  return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def fmt(values):
+  m, s = mean_std(values)
+  return f'{m:.4f} ± {s:.4f}' if len(values) > 1 else f'{m:.4f}'
+
+
+def study(args):
+  """{data: {row: {nfe: [kl per seed]}}} and the teacher rows."""
+  table = {}
+  for data in args.datasets:
+    rows = table.setdefault(data, {})
+    for seed in args.seeds:
+      for variant in args.variants:
+        r = run_one(variant, data, seed, args)
+        for n in args.eval_steps:
+          rows.setdefault(variant, {}).setdefault(n, []).append(r['flow_map'][str(n)]['kl'])
+      t = teacher_result(data, seed, args)
+      if t is None or 'teacher_euler' not in t:
+        continue
+      for n in args.eval_steps:
+        if str(n) in t['teacher_euler']:
+          rows.setdefault('teacher Euler (same NFE)', {}).setdefault(n, []).append(
+              t['teacher_euler'][str(n)]['kl'])
+      rows.setdefault(f'teacher {t["estimator"]["ode"]} ODE', {}).setdefault(0, []).append(
+          t['teacher_ode']['kl'])
+      rows.setdefault('estimator floor', {}).setdefault(0, []).append(t['floor']['kl'])
+  return table
+
+
+def markdown(rows, nfes):
+  out = ['| run | ' + ' | '.join(f'{n} NFE' for n in nfes) + ' |', '|---' * (len(nfes) + 1) + '|']
+  for name, by_n in rows.items():
+    if 0 in by_n:  # a single number (adaptive ODE, floor)
+      out.append(f'| {name} | {fmt(by_n[0])} |' + ' |' * (len(nfes) - 1))
+    else:
+      out.append(f'| {name} | ' + ' | '.join(fmt(by_n[n]) if n in by_n else '' for n in nfes)
+                 + ' |')
   return '\n'.join(out)
 
 
-def write_results(section, body, path=os.path.join(os.path.dirname(__file__), 'RESULTS.md')):
+def plot(rows, nfes, title, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, by_n in rows.items():
+    if 0 in by_n:
+      m, _ = mean_std(by_n[0])
+      ax.axhline(m, ls='--' if 'floor' in name else ':', color='gray', lw=1, label=name)
+      continue
+    ns = [n for n in nfes if n in by_n]
+    stats = np.array([mean_std(by_n[n]) for n in ns])
+    ax.plot(ns, stats[:, 0], marker='o', label=name)
+    ax.fill_between(ns, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], alpha=0.2)
+  ax.set_xscale('log', base=2)
+  ax.set_yscale('log')
+  ax.set_xlabel('NFE (flow-map steps)')
+  ax.set_ylabel('KL(data ‖ model)')
+  ax.set_title(title)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def convergence(args):
+  """{variant: {steps: [1-step KL per seed]}} for the training budgets in --convergence."""
+  rows = {}
+  for data in args.datasets:
+    for seed in args.seeds:
+      for variant in args.variants:
+        for steps in args.convergence:
+          r = run_one(variant, data, seed, args, steps=steps, tag=f'@{steps}')
+          rows.setdefault(f'{data}: {variant}', {}).setdefault(steps, []).append(
+              r['flow_map'][str(args.eval_steps[0])]['kl'])
+  return rows
+
+
+def write_results(section, body, path=os.path.join(HERE, 'RESULTS.md')):
   """Replaces (or appends) the `## section` of RESULTS.md."""
   text = open(path).read() if os.path.exists(path) else '# Benchmark results\n'
   block = f'## {section}\n\n{body.strip()}\n'
@@ -69,31 +204,50 @@ def write_results(section, body, path=os.path.join(os.path.dirname(__file__), 'R
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument('--workdir', default='runs/compare_2d')
-  ap.add_argument('--steps', type=int, default=3000)
-  ap.add_argument('--lr', type=float, default=1e-3)
-  ap.add_argument('--schedule', default='cosine')
+  ints = lambda s: [int(x) for x in s.split(',')]
+  ap.add_argument('--workdir', required=True, help='study root (outside the repository)')
+  ap.add_argument('--datasets', default='checkerboard', type=lambda s: s.split(','))
+  ap.add_argument('--seeds', default='0', type=ints)
+  ap.add_argument('--variants', nargs='+', default=['lmd', 'emd', 'itvm'])
+  ap.add_argument('--steps', type=int, default=4000, help='distillation steps')
+  ap.add_argument('--self_steps', type=int, default=8000, help='self-distillation steps')
   ap.add_argument('--num_samples', type=int, default=500_000)
-  ap.add_argument('--losses', default=','.join(LOSSES))
-  ap.add_argument('--results', action='store_true', help='write the table into RESULTS.md')
+  ap.add_argument('--eval_steps', default='1,2,4,8', type=ints)
+  ap.add_argument('--smoke', action='store_true', help='the :smoke configs (tests)')
+  ap.add_argument('--convergence', type=ints, default=None,
+                  help='training budgets: 1-step KL against steps instead of the study')
+  ap.add_argument('--results', action='store_true', help='write tables and plots into RESULTS.md')
   args = ap.parse_args()
+  command = 'python benchmarks/compare_2d.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
   t0 = time.time()
-  rows, times = run(args.workdir, args.steps, args.lr, args.schedule, args.num_samples,
-                    args.losses.split(','))
-  md = table(rows, times, args.steps)
-  print(md)
+  seeds = f'{len(args.seeds)} seed{"s" * (len(args.seeds) > 1)} ({", ".join(map(str, args.seeds))})'
+  if args.convergence:
+    rows = convergence(args)
+    md = markdown(rows, args.convergence).replace(' NFE |', ' steps |')
+    print(md)
+    if args.results:
+      write_results('2-D study: convergence of the 1-step KL', (
+          f'Command: `{command}`\n\n{args.eval_steps[0]}-step KL(data ‖ model) on '
+          f'{args.num_samples:,} samples after each training budget (each its own run, its '
+          f'schedule over that budget), mean ± std over {seeds}.\n\n' + md))
+    return
+  table = study(args)
+  sections = []
+  for data, rows in table.items():
+    md = markdown(rows, args.eval_steps)
+    print(f'\n{data}\n{md}')
+    if args.results:
+      png = os.path.join(HERE, 'plots', f'study_{data}.png')
+      plot(rows, args.eval_steps, f'{data}, mean ± std over {len(args.seeds)} seeds', png)
+      sections.append(f'### {data}\n\n{md}\n\n![{data}](plots/study_{data}.png)')
   total = time.time() - t0
-  print(f'\nTotal wall time {total:.0f} s')
+  print(f'\nWall time of this invocation {total:.0f} s')
   if args.results:
-    write_results('2-D: the seven losses at one budget (compare_2d.py)', (
-        f'Command: `python benchmarks/compare_2d.py --workdir {args.workdir} --steps {args.steps} '
-        f'--lr {args.lr} --schedule {args.schedule} '
-        f'--num_samples {args.num_samples} '
-        f'--results`\n\nCheckerboard, 4×256 MLP, batch 2048, every student from the teacher\'s '
-        f'weights, {args.steps} steps at lr {args.lr} ({args.schedule}), each loss with its own '
-        f'diag_fraction (distillation 0.5, self-distillation 0.75); KL(data ‖ model) on {args.num_samples:,} '
-        f'samples. Total wall time {total:.0f} s on this machine (2 CPU cores), teacher '
-        f'included.\n\n' + md))
+    write_results('2-D study: the losses at equal budget, over data sets and seeds', (
+        f'Command: `{command}`\n\nKL(data ‖ model) on {args.num_samples:,} samples, mean ± std '
+        f'over {seeds}; 4×256 MLP, batch 2048; distillation: {args.steps} steps from the '
+        f"teacher's weights; self-distillation: {args.self_steps} steps from scratch; each loss "
+        'with its config\'s schedule (cosine decay from 1e-3).\n\n' + '\n\n'.join(sections)))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,44 @@
+"""The 2-D study script: one teacher per (data set, seed) through the user's teacher handling, runs
+in their own workdirs, mean ± std over seeds, and a second invocation that trains nothing."""
+import json
+import os
+import sys
+
+from flowmap_jax import config_io
+
+sys.path.insert(0, os.path.join(config_io.REPO_ROOT, 'benchmarks'))
+import compare_2d  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+ARGS = ['--smoke', '--datasets', 'two_moons', '--seeds', '0,1', '--variants', 'itvm u=s_plus_tau',
+        '--steps', '4', '--num_samples', '10000', '--eval_steps', '1,2']
+
+
+def _study(monkeypatch, capsys, workdir):
+  monkeypatch.chdir(config_io.REPO_ROOT)
+  monkeypatch.setattr(sys, 'argv', ['compare_2d.py', '--workdir', str(workdir), *ARGS])
+  compare_2d.main()
+  return capsys.readouterr().out
+
+
+def test_study_runs_resumes_and_reports_mean_and_std(monkeypatch, capsys, tmp_path):
+  out = _study(monkeypatch, capsys, tmp_path)
+  for seed in (0, 1):
+    root = tmp_path / 'two_moons' / f'seed{seed}'
+    teacher = json.loads((root / 'teacher' / 'config.json').read_text())
+    assert teacher['seed'] == seed and teacher['data']['name'] == 'two_moons'
+    student = json.loads((root / 'itvm_u-s_plus_tau' / 'config.json').read_text())
+    assert student['loss']['itvm']['u'] == 's_plus_tau' and student['seed'] == seed
+  row = next(l for l in out.splitlines() if l.startswith('| itvm u=s_plus_tau |'))
+  assert row.count('±') == 2
+  assert '| teacher Euler (same NFE) |' in out and '| estimator floor |' in out
+  assert out.count('two_moons seed') == 2  # one line per trained student
+  again = _study(monkeypatch, capsys, tmp_path)
+  assert 'two_moons seed' not in again  # finished runs are skipped
+  assert row in again
+
+
+def test_variants_name_options_of_their_loss_or_any_field():
+  assert compare_2d.parse_variant('itvm u=uniform tau=0.1') == (
+      'itvm', {'loss.itvm.u': 'uniform', 'loss.itvm.tau': '0.1'})
+  assert compare_2d.parse_variant('lmd loss.diag_fraction=0.25') == (
+      'lmd', {'loss.diag_fraction': '0.25'})
