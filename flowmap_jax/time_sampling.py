@@ -29,6 +29,15 @@ def _unit(rng, shape, config):
   raise ValueError(f'Unknown loss.time_sampler {config.time_sampler!r}; known: {TIME_SAMPLERS}.')
 
 
+def _scale(r, config):
+  return config.time_min + (config.time_max - config.time_min) * r
+
+
+def sample_t(rng, batch_size: int, config):
+  """(B,) times from the configured sampler over [config.time_min, config.time_max] (FM's times)."""
+  return _scale(_unit(rng, (batch_size,), config), config)
+
+
 def sample_st(rng, batch_size: int, config):
   """(s, t, n_diag): s = t for the first n_diag examples, s < t (by at least MIN_GAP) for the rest.
 
@@ -41,10 +50,8 @@ def sample_st(rng, batch_size: int, config):
   pair = jnp.sort(_unit(k_off, (2, n_off), config), axis=0)
   s_off = pair[0] * (1.0 - MIN_GAP)
   t_off = pair[1] * (1.0 - MIN_GAP) + MIN_GAP
-  lo, hi = config.time_min, config.time_max
-  scale = lambda r: lo + (hi - lo) * r
-  s = scale(jnp.concatenate([t_diag, s_off]))
-  t = scale(jnp.concatenate([t_diag, t_off]))
+  s = _scale(jnp.concatenate([t_diag, s_off]), config)
+  t = _scale(jnp.concatenate([t_diag, t_off]), config)
   return s, t, n_diag
 
 

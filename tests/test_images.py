@@ -316,6 +316,50 @@ def test_frechet_distance_matches_scipy_reference_on_known_gaussians():
       np.sum((m1 - m2) ** 2) + d, rel=1e-9)
 
 
+def test_frechet_distance_warns_of_nothing_and_raises_on_a_material_imaginary_part():
+  import warnings  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(2)
+  A = rng.randn(5, 5)
+  s = A @ A.T + 0.1 * np.eye(5)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')  # no deprecated SciPy argument, no complex-cast warning
+    assert fid.frechet_distance(np.zeros(5), s, np.zeros(5), s) == pytest.approx(0.0, abs=1e-8)
+  # Σ2 with a negative eigenvalue: (Σ1 Σ2)^½ has an imaginary diagonal of 1, not float noise.
+  with pytest.raises(ValueError, match='imaginary part of 1'):
+    fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([-1.0, 1.0]))
+
+
+def _bilinear_half_pixel(x, size):
+  """Bilinear resize of (H, W) with half-pixel centres and no antialiasing (PyTorch's
+  F.interpolate(mode='bilinear', align_corners=False)), in numpy."""
+  def weights(n_in, n_out):
+    src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = np.zeros((n_out, n_in))
+    w[np.arange(n_out), i0] += 1 - (src - i0)
+    w[np.arange(n_out), i1] += src - i0
+    return w
+  return weights(x.shape[0], size) @ x @ weights(x.shape[1], size).T
+
+
+@pytest.mark.parametrize('side', [32, 512])
+def test_fid_resize_is_plain_bilinear_up_and_down(side):
+  """At 512 px a resize that antialiases differs from pytorch-fid's by up to 2 in pool3 features;
+  ours is the plain bilinear resize at every size."""
+  img = np.random.RandomState(side).rand(side, side).astype(np.float32)
+  ours = jax.image.resize(jnp.asarray(img)[None, :, :, None], (1, 299, 299, 1), method='bilinear',
+                          antialias=False)[0, :, :, 0]
+  reference = _bilinear_half_pixel(img.astype(np.float64), 299)
+  np.testing.assert_allclose(ours, reference, atol=1e-4)  # float32 accumulation
+  if side > 299:  # what an antialiasing resize would have given instead
+    smoothed = jax.image.resize(jnp.asarray(img)[None, :, :, None], (1, 299, 299, 1),
+                                method='bilinear')[0, :, :, 0]
+    assert float(np.max(np.abs(smoothed - reference))) > 0.05
+  src = open(fid.__file__).read()
+  assert "method='bilinear', antialias=False" in src and 'Precision.HIGHEST' in src
+
+
 def test_fid_statistics_round_trip_and_labels(tmp_path):
   feats = np.random.RandomState(1).randn(500, 4)
   mu, sigma = fid.statistics(feats)

@@ -45,8 +45,10 @@ class BasicConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    # Full float32 precision on every backend (TPUs and recent GPUs default to reduced-precision
+    # matmuls and convolutions), so the features are the float32 features FID is defined on.
     x = nn.Conv(self.features, self.kernel, self.strides, padding=self.padding, use_bias=False,
-                name='conv')(x)
+                precision=jax.lax.Precision.HIGHEST, name='conv')(x)
     return nn.relu(FrozenBatchNorm(name='bn')(x))
 
 
@@ -139,7 +141,8 @@ class InceptionV3(nn.Module):
   @nn.compact
   def __call__(self, images):
     x = images.astype(jnp.float32) / 127.5 - 1.0
-    x = jax.image.resize(x, (x.shape[0], 299, 299, 3), method='bilinear')
+    # Plain bilinear (half-pixel centres, no antialiasing when shrinking), as pytorch-fid resizes.
+    x = jax.image.resize(x, (x.shape[0], 299, 299, 3), method='bilinear', antialias=False)
     x = _conv('Conv2d_1a_3x3', 32, (3, 3), (2, 2))(x)
     x = _conv('Conv2d_2a_3x3', 32, (3, 3))(x)
     x = _conv('Conv2d_2b_3x3', 64, (3, 3), same=True)(x)
@@ -222,17 +225,24 @@ def statistics(features):
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-  """‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½) in float64. A singular product gets eps·I added to
-  both covariances (as pytorch-fid does); the imaginary part of sqrtm's result, float noise, is
-  dropped."""
+  """‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^½) in float64, as pytorch-fid computes it: a singular
+  product gets eps·I added to both covariances; an imaginary part of (Σ1 Σ2)^½ is float noise and
+  dropped when its diagonal is below 1e-3, and an error otherwise (the statistics are not
+  covariances of the same feature space)."""
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   diff = mu1 - mu2
-  covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+  with np.errstate(all='ignore'):
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
   if not np.isfinite(covmean).all():
     offset = np.eye(sigma1.shape[0]) * eps
     covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-  covmean = np.real(covmean)
+  if np.iscomplexobj(covmean):
+    imaginary = float(np.max(np.abs(np.diagonal(covmean).imag)))
+    if imaginary > 1e-3:
+      raise ValueError(f'FID: the matrix square root of Σ1 Σ2 has an imaginary part of {imaginary:.3g} '
+                       'on its diagonal; the two statistics do not describe one feature space.')
+    covmean = covmean.real
   return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
