@@ -102,14 +102,19 @@ def teacher_scores(texp, tparams, data, rng, config):
 
 
 def _cached_teacher(teacher_workdir, config, estimator=_estimator):
-  """The teacher's scores from its own eval.json when they were computed the same way."""
+  """The teacher's scores from its own eval.json when they were computed the same way (the same
+  estimator, at step counts that include this run's)."""
   path = epath.Path(teacher_workdir) / 'eval.json'
   if not path.exists():
     return None
   cached = json.loads(path.read_text())
-  if cached.get('estimator') != estimator(config) or 'teacher_ode' not in cached:
+  want, have = estimator(config), cached.get('estimator', {})
+  other = lambda e: {k: v for k, v in e.items() if k != 'steps'}
+  if (other(want) != other(have) or 'teacher_ode' not in cached
+      or not set(want['steps']) <= set(have.get('steps', ()))):
     return None
-  return {k: cached[k] for k in ('teacher_euler', 'teacher_ode')}
+  return {'teacher_euler': {str(n): cached['teacher_euler'][str(n)] for n in want['steps']},
+          'teacher_ode': cached['teacher_ode']}
 
 
 class Reference(NamedTuple):

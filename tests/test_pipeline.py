@@ -132,3 +132,13 @@ def test_tensorboard_has_loss_scalars_and_sample_images(teacher_dir, tmp_path):
   assert {'train/samples', 'eval/samples'} <= tags
   losses = [e.step for e in acc.Tensors('loss')]
   assert losses == [2, 4]
+
+
+def test_teacher_scores_are_reused_at_a_subset_of_its_step_counts(teacher_dir, tmp_path):
+  """A student evaluated at fewer step counts than its teacher reads the teacher's own scores."""
+  config = smoke('lmd', **{'teacher.workdir': teacher_dir, 'eval.steps': (1,)})
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['teacher_source'] == os.path.join(teacher_dir, 'eval.json')
+  teacher = json.loads(open(results['teacher_source']).read())
+  assert results['teacher_euler'] == {'1': teacher['teacher_euler']['1']}
+  assert results['teacher_ode'] == teacher['teacher_ode']
