@@ -1,5 +1,13 @@
-"""DiT (Peebles & Xie 2023) for v_θ(s, t, x | y): patchify, transformer blocks with adaLN-zero
-conditioning on (s, t − s) and the label, unpatchify. Sizes S/B/L/XL by name (`SIZES`)."""
+"""DiT (Peebles & Xie 2023; facebookresearch/DiT `models.py`) for v_θ(s, t, x | y): patchify,
+transformer blocks with adaLN-zero conditioning on (s, t − s) and the label, unpatchify. Sizes S/B/L/XL
+by name (`SIZES`).
+
+The reference network and its initialisation (xavier-uniform linears and patch embedding, normal(0.02)
+time MLP and label table, zero adaLN and output layers), with three deliberate differences: the
+timestep embedding is ours, Fourier features of (s, t − s) (`TwoTimeEmbedding`, the same MLP
+shape); the input is divided by σ0 and the output multiplied by it; and there is no learned-σ half
+of the output. tests/test_parity.py checks the forward pass against the reference's own code.
+"""
 from typing import Optional
 
 import flax.linen as nn
@@ -7,6 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowmap_jax.models.unet import attention, cast, conditioning, remat_block
+
+xavier = nn.initializers.xavier_uniform()
+normal002 = nn.initializers.normal(0.02)
 
 # name: (hidden width, depth, heads), as in the DiT paper; 'T' (tiny) is ours, for smoke runs.
 SIZES = {'T': (64, 2, 2), 'S': (384, 12, 6), 'B': (768, 12, 12), 'L': (1024, 24, 16),
@@ -21,7 +32,8 @@ def sincos_2d(grid: int, dim: int):
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
   yy, xx = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64),
                        indexing='ij')
-  return np.concatenate([one_axis(yy.ravel(), dim // 2), one_axis(xx.ravel(), dim // 2)], axis=1)
+  # The column coordinate's half first, as DiT's (MAE's) get_2d_sincos_pos_embed orders them.
+  return np.concatenate([one_axis(xx.ravel(), dim // 2), one_axis(yy.ravel(), dim // 2)], axis=1)
 
 
 def layer_norm(dtype):
@@ -49,13 +61,14 @@ class DiTBlock(nn.Module):
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
     ln = lambda: layer_norm(self.dtype)
     h = modulate(ln()(x), shift1, scale1)
-    qkv = nn.Dense(3 * D, dtype=self.dtype)(h).reshape(B, N, 3, self.heads, D // self.heads)
+    dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=xavier)
+    qkv = dense(3 * D)(h).reshape(B, N, 3, self.heads, D // self.heads)
     h = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(B, N, D)
-    x = x + gate1[:, None] * nn.Dense(D, dtype=self.dtype)(h)
+    x = x + gate1[:, None] * dense(D)(h)
     h = modulate(ln()(x), shift2, scale2)
-    h = nn.gelu(nn.Dense(int(D * self.mlp_ratio), dtype=self.dtype)(h), approximate=True)
+    h = nn.gelu(dense(int(D * self.mlp_ratio))(h), approximate=True)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return x + gate2[:, None] * nn.Dense(D, dtype=self.dtype)(h)
+    return x + gate2[:, None] * dense(D)(h)
 
 
 class DiT(nn.Module):
@@ -75,9 +88,12 @@ class DiT(nn.Module):
     width, depth, heads = SIZES[self.size]
     B, H, W, C = x.shape
     p = self.patch_size
-    c = conditioning(self, s, t, y, width)
-    h = nn.Conv(width, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype)(
-        cast(x / self.sigma, self.dtype))
+    c = conditioning(self, s, t, y, width, kernel_init=normal002, embed_init=normal002)
+    # The patch embedding initialised as the linear map it is: fans p·p·C and width.
+    patch_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform', in_axis=(0, 1, 2),
+                                                  out_axis=-1)
+    h = nn.Conv(width, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
+                kernel_init=patch_init)(cast(x / self.sigma, self.dtype))
     grid = H // p
     h = h.reshape(B, grid * grid, width) + jnp.asarray(sincos_2d(grid, width), h.dtype)
     Block = remat_block(DiTBlock, self.remat)

@@ -1,4 +1,6 @@
 """Time embeddings shared by the networks: the model sees (s, t − s), both embedded."""
+from typing import Callable
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -14,14 +16,16 @@ def fourier(t, num: int, max_freq: float):
 
 
 class TwoTimeEmbedding(nn.Module):
-  """Embeds (s, t − s) into one conditioning vector of size `dim` (Fourier features + MLP)."""
+  """Embeds (s, t − s) into one conditioning vector of size `dim` (Fourier features + MLP: Dense,
+  SiLU, Dense, the shape of DiT's and EDM's timestep MLPs)."""
   dim: int
   num: int = 16
   max_freq: float = 100.0
+  kernel_init: Callable = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, s, t):
     e = jnp.concatenate([fourier(s, self.num, self.max_freq),
                          fourier(t - s, self.num, self.max_freq)], axis=-1)
-    e = nn.Dense(self.dim)(e)
-    return nn.Dense(self.dim)(nn.silu(e))
+    e = nn.Dense(self.dim, kernel_init=self.kernel_init)(e)
+    return nn.Dense(self.dim, kernel_init=self.kernel_init)(nn.silu(e))

@@ -1,9 +1,12 @@
-"""A DDPM++ U-Net (Song et al. 2021, as configured in EDM, Karras et al. 2022) for v_θ(s, t, x | y).
+"""A U-Net in the style of DDPM++ (Song et al. 2021, as configured in EDM, Karras et al. 2022) for
+v_θ(s, t, x | y).
 
-DDPM++ rather than EDM2's magnitude-preserving network: the self-distillation paper's CIFAR-10
-settings (128 channels, multipliers [2, 2, 2], 4 blocks per resolution, attention at 16×16,
-dropout 0.13) are EDM's DDPM++ CIFAR-10 configuration, so this is the network those numbers belong
-to. Conditioning is on (s, t − s) through `TwoTimeEmbedding`, plus an optional class label (index
+The configs give it the sizes of EDM's DDPM++ configurations (CIFAR-10: 128 channels, multipliers
+[2, 2, 2], 4 blocks per resolution, attention at 16×16, dropout 0.13, the self-distillation paper's
+settings), but it is not EDM's SongUNet layer for layer: the embedding acts as GroupNorm scale and
+shift (SongUNet's DDPM++ adds it), attention has C/64 heads (SongUNet: one) and runs in every
+decoder block at the attention resolutions, and the label embedding is added after the time MLP.
+Conditioning is on (s, t − s) through `TwoTimeEmbedding`, plus an optional class label (index
 `num_classes` is the "no label" class that classifier-free guidance drops labels to), applied as
 adaptive GroupNorm scale and shift in every residual block. Attention is plain XLA (einsum and
 softmax), so `jax.jvp` differentiates through it.
@@ -137,16 +140,19 @@ class UNet(nn.Module):
     return (self.sigma * v).astype(out_dtype)
 
 
-def conditioning(module, s, t, y, dim):
-  """The conditioning vector of (s, t − s) and, for a class-conditional network, the label y
-  (an embedding table with one extra row: the dropped label of classifier-free guidance)."""
+def conditioning(module, s, t, y, dim, kernel_init=nn.initializers.lecun_normal(),
+                 embed_init=nn.initializers.variance_scaling(1.0, 'fan_in', 'normal', out_axis=0)):
+  """The conditioning vector silu(emb(s, t − s) + emb(y)): the label y of a class-conditional network
+  through an embedding table with one extra row (the dropped label of classifier-free guidance).
+  `kernel_init` and `embed_init` initialise the time MLP and the table."""
   emb = TwoTimeEmbedding(dim, num=module.num_fourier, max_freq=module.max_freq,
-                         name='time_embedding')(s, t)
+                         kernel_init=kernel_init, name='time_embedding')(s, t)
   if module.num_classes:
     if y is None:
       raise ValueError(f'{type(module).__name__} is class-conditional (num_classes='
                        f'{module.num_classes}) but got no labels y.')
-    emb = emb + nn.Embed(module.num_classes + 1, dim, name='label_embedding')(y)
+    emb = emb + nn.Embed(module.num_classes + 1, dim, embedding_init=embed_init,
+                         name='label_embedding')(y)
   return cast(nn.silu(emb), module.dtype)
 
 
