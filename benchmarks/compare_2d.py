@@ -89,11 +89,14 @@ def finished(workdir, config):
 
 
 def run_one(variant, data, seed, args, steps=None, tag=''):
+  """The run's eval.json, training it first unless it is finished (with --report: None then)."""
   c = variant_config(variant, data, seed, args, steps)
   root = os.path.join(args.workdir, data, f'seed{seed}')
   c.teacher.workdir = os.path.join(root, 'teacher')
   workdir = os.path.join(root, slug(variant) + tag)
   result = finished(workdir, c)
+  if result is None and args.report:
+    return None
   if result is None:
     t0 = time.time()
     result = train.train_and_evaluate(c, workdir)
@@ -113,9 +116,11 @@ def mean_std(values):
   return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def fmt(values):
+def fmt(values, n_seeds=None):
+  """mean ± std; a cell with fewer values than seeds says how many it has."""
   m, s = mean_std(values)
-  return f'{m:.4f} ± {s:.4f}' if len(values) > 1 else f'{m:.4f}'
+  text = f'{m:.4f} ± {s:.4f}' if len(values) > 1 else f'{m:.4f}'
+  return text + (f' ({len(values)} of {n_seeds})' if n_seeds and len(values) < n_seeds else '')
 
 
 def study(args):
@@ -126,6 +131,8 @@ def study(args):
     for seed in args.seeds:
       for variant in args.variants:
         r = run_one(variant, data, seed, args)
+        if r is None:
+          continue
         for n in args.eval_steps:
           rows.setdefault(variant, {}).setdefault(n, []).append(r['flow_map'][str(n)]['kl'])
       t = teacher_result(data, seed, args)
@@ -141,14 +148,14 @@ def study(args):
   return table
 
 
-def markdown(rows, nfes):
+def markdown(rows, nfes, n_seeds=None):
   out = ['| run | ' + ' | '.join(f'{n} NFE' for n in nfes) + ' |', '|---' * (len(nfes) + 1) + '|']
   for name, by_n in rows.items():
     if 0 in by_n:  # a single number (adaptive ODE, floor)
-      out.append(f'| {name} | {fmt(by_n[0])} |' + ' |' * (len(nfes) - 1))
+      out.append(f'| {name} | {fmt(by_n[0], n_seeds)} |' + ' |' * (len(nfes) - 1))
     else:
-      out.append(f'| {name} | ' + ' | '.join(fmt(by_n[n]) if n in by_n else '' for n in nfes)
-                 + ' |')
+      out.append(f'| {name} | ' + ' | '.join(fmt(by_n[n], n_seeds) if n in by_n else ''
+                                              for n in nfes) + ' |')
   return '\n'.join(out)
 
 
@@ -186,6 +193,8 @@ def convergence(args):
       for variant in args.variants:
         for steps in args.convergence:
           r = run_one(variant, data, seed, args, steps=steps, tag=f'@{steps}')
+          if r is None:
+            continue
           rows.setdefault(f'{data}: {variant}', {}).setdefault(steps, []).append(
               r['flow_map'][str(args.eval_steps[0])]['kl'])
   return rows
@@ -214,6 +223,8 @@ def main():
   ap.add_argument('--num_samples', type=int, default=500_000)
   ap.add_argument('--eval_steps', default='1,2,4,8', type=ints)
   ap.add_argument('--smoke', action='store_true', help='the :smoke configs (tests)')
+  ap.add_argument('--report', action='store_true',
+                  help='train nothing: tables of the finished runs only (counts in each cell)')
   ap.add_argument('--convergence', type=ints, default=None,
                   help='training budgets: 1-step KL against steps instead of the study')
   ap.add_argument('--results', action='store_true', help='write tables and plots into RESULTS.md')
@@ -223,7 +234,7 @@ def main():
   seeds = f'{len(args.seeds)} seed{"s" * (len(args.seeds) > 1)} ({", ".join(map(str, args.seeds))})'
   if args.convergence:
     rows = convergence(args)
-    md = markdown(rows, args.convergence).replace(' NFE |', ' steps |')
+    md = markdown(rows, args.convergence, len(args.seeds)).replace(' NFE |', ' steps |')
     print(md)
     if args.results:
       write_results('2-D study: convergence of the 1-step KL', (
@@ -234,7 +245,7 @@ def main():
   table = study(args)
   sections = []
   for data, rows in table.items():
-    md = markdown(rows, args.eval_steps)
+    md = markdown(rows, args.eval_steps, len(args.seeds))
     print(f'\n{data}\n{md}')
     if args.results:
       png = os.path.join(HERE, 'plots', f'study_{data}.png')

@@ -91,8 +91,10 @@ def smoke_images(c):
     c.data.image_size = 16
   # One level, one block: the middle blocks (with attention) and the decoder's skips still run;
   # down/up-sampling is covered by the networks' own tests. Compile time is what this buys.
-  c.model.unet.channels, c.model.unet.channel_mult, c.model.unet.num_blocks = 8, (1,), 1
-  c.model.unet.attn_resolutions = ()
+  for unet in ('unet', 'adm'):
+    if unet in c.model:
+      c.model[unet].channels, c.model[unet].channel_mult, c.model[unet].num_blocks = 8, (1,), 1
+      c.model[unet].attn_resolutions = ()
   c.model.dit.size, c.model.dit.patch_size = 'T', 4
   c.model.num_fourier = 4
   c.train.num_steps = 2

@@ -1,7 +1,7 @@
 """The main job: ITVM distillation of a class-conditional ImageNet 64×64 flow-matching teacher
 (configs/fm_imagenet.py), from its weights, with bfloat16 activations.
 
-The teacher is trained first into <workdir>/teacher when no checkpoint is there (or point
+The network is EDM's ImageNet-64 ADM, as the teacher's. The teacher is trained first into <workdir>/teacher when no checkpoint is there (or point
 teacher.workdir at one: it is opened with the config saved beside it). The student has the teacher's
 network and trains 200k steps of Adam at 1e-4, half of each batch diagonal (our choice, as in 2-D).
 ITVM's defaults come from 2-D evidence (docs/itvm.md), not from an image run. A DiT instead, for
@@ -23,9 +23,9 @@ def get_config(arg=None):
       batch_size=1024, sigma0=0.5, data_dir='', num_workers=4))
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'unet'
-  c.model.unet = dict(channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3,
-                      attn_resolutions=(32, 16, 8), dropout=0.1)
+  c.model.name = 'adm'  # EDM's ImageNet-64 network (DhariwalUNet)
+  c.model.adm = dict(channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3,
+                     attn_resolutions=(32, 16, 8), dropout=0.1)
   c.model.dit = dict(size='B', patch_size=4, dropout=0.0)  # used with --config.model.name=dit
   c.model.num_fourier, c.model.max_freq = 16, 32.0
   c.model.dtype, c.model.remat = 'bfloat16', 'none'

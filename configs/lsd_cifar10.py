@@ -1,8 +1,8 @@
 """LSD self-distillation on CIFAR-10 with the self-distillation paper's recipe (Boffi, Albergo &
 Vanden-Eijnden 2025, who report FID 8.10/4.37/3.34/3.33 at 1/2/4/8 steps).
 
-EDM's DDPM++ CIFAR-10 network size (128 channels ×[2,2,2], 4 blocks, attention at 16×16, dropout
-0.13), batch 512, RAdam at lr 1e-2·1/√max(step/35000, 1), clip 1, EMAs 0.999 and 0.9999, three
+EDM's DDPM++ CIFAR-10 network (SongUNet: 128 channels ×[2,2,2], 4 blocks, attention at 16×16,
+dropout 0.13; 55.7 M parameters), batch 512, RAdam at lr 1e-2·1/√max(step/35000, 1), clip 1, EMAs 0.999 and 0.9999, three
 quarters of each batch diagonal, 400k steps. The time features (16 frequencies up to 32π) are ours:
 smoother in (s, t) than diffusion's 1000-scale positional embeddings, which the jvp needs (2-D
 evidence only). A DiT instead: --config.model.name=dit.

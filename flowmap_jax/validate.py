@@ -94,7 +94,7 @@ def problems_of(config, num_devices=None, num_processes=None):
     p.append(f'model.mlp.width={m.mlp.width} and model.mlp.depth={m.mlp.depth} must be >= 1.')
   if d.name in images.DATASETS:
     _image_problems(p, config)
-  elif m.name in ('unet', 'dit'):
+  elif m.name in ('unet', 'adm', 'dit'):
     p.append(f'model.name={m.name!r} is an image network but data.name={d.name!r} is 2-D; use '
              "model.name='mlp'.")
   if m.name == 'mlp' and m.remat != 'none':
@@ -155,7 +155,7 @@ def _image_problems(p, config):
   d, m, l, e = config.data, config.model, config.loss, config.eval
   spec = images.DATASETS[d.name]
   if m.name == 'mlp':
-    p.append(f"data.name={d.name!r} is an image set: use model.name='unet' or 'dit'.")
+    p.append(f"data.name={d.name!r} is an image set: use model.name='unet', 'adm' or 'dit'.")
   if isinstance(d.sigma0, str) or not d.sigma0 > 0:
     p.append(f'data.sigma0={d.sigma0!r}: image sets need a positive number (0.5 for [-1, 1] '
              "images); 'adaptive' is for 2-D data.")
@@ -177,24 +177,24 @@ def _image_problems(p, config):
   if e.fid_samples < 2 or e.grid_size < 1 or e.batch_size < 1:
     p.append(f'eval.fid_samples={e.fid_samples} must be >= 2 and eval.grid_size={e.grid_size}, '
              f'eval.batch_size={e.batch_size} >= 1.')
-  if m.name not in ('unet', 'dit') or m.name not in m:
+  if m.name not in ('unet', 'adm', 'dit') or m.name not in m:
     return
   if not 0 <= m[m.name].dropout < 1:
     p.append(f'model.{m.name}.dropout={m[m.name].dropout} must be in [0, 1).')
-  if m.name == 'unet' and d.image_size >= 8:
-    u = m.unet
+  if m.name in ('unet', 'adm') and d.image_size >= 8:
+    u, n = m[m.name], m.name
     levels = len(u.channel_mult)
     if not levels or d.image_size % 2 ** (levels - 1):
-      p.append(f'model.unet.channel_mult={tuple(u.channel_mult)}: {levels} levels halve '
+      p.append(f'model.{n}.channel_mult={tuple(u.channel_mult)}: {levels} levels halve '
                f'data.image_size={d.image_size} {levels - 1} times; it must stay whole.')
     reached = [d.image_size >> i for i in range(levels)]
     for r in u.attn_resolutions:
       if r not in reached:
-        p.append(f'model.unet.attn_resolutions has {r}, which the U-Net never reaches (its '
+        p.append(f'model.{n}.attn_resolutions has {r}, which the U-Net never reaches (its '
                  f'resolutions are {reached}).')
     for c in {u.channels} | {u.channels * k for k in u.channel_mult}:
       if c < 4 or c % min(32, c // 4):
-        p.append(f'model.unet.channels={u.channels} × channel_mult gives {c} channels, which '
+        p.append(f'model.{n}.channels={u.channels} × channel_mult gives {c} channels, which '
                  f'GroupNorm cannot split into min(32, {c} // 4) groups; use a multiple of 32 (or 4 '
                  'below 128).')
         break

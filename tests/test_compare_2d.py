@@ -35,6 +35,13 @@ def test_study_runs_resumes_and_reports_mean_and_std(monkeypatch, capsys, tmp_pa
   again = _study(monkeypatch, capsys, tmp_path)
   assert 'two_moons seed' not in again  # finished runs are skipped
   assert row in again
+  # --report trains nothing and says how many seeds a cell has.
+  monkeypatch.setattr(sys, 'argv', ['compare_2d.py', '--workdir', str(tmp_path), *ARGS[:4],
+                                    '0,1,2', *ARGS[5:], '--report'])
+  compare_2d.main()
+  report = capsys.readouterr().out
+  assert 'two_moons seed' not in report and '(2 of 3)' in report
+  assert not (tmp_path / 'two_moons' / 'seed2').exists()
 
 
 def test_variants_name_options_of_their_loss_or_any_field():

@@ -255,7 +255,7 @@ def test_remat_names_are_checked():
 
 def test_classifier_free_guidance_velocity():
   c = config_io.load(os.path.join(REPO, 'configs', 'fm_imagenet.py') + ':smoke')
-  c.data.image_size, c.model.unet.attn_resolutions = 16, (8,)
+  c.data.image_size, c.model.adm.attn_resolutions = 16, (8,)
   exp = state_lib.Experiment(c)
   params = jax.tree.map(lambda a: a + 0.02, exp.init_params(jax.random.key(0)))
   t, x, y = jnp.array([0.3, 0.7]), jax.random.normal(jax.random.key(1), (2, 16, 16, 3)), jnp.array([5, 9])

@@ -166,3 +166,22 @@ def test_draw_keeps_labels_aligned_with_examples(loss_config):
   for part in (d.diag, d.off):
     s, x_s, lab = part(d.s), part(d.x_s), part(d.y)
     np.testing.assert_allclose(x_s[:, 0], s * lab, rtol=1e-5, atol=1e-5)
+
+
+def test_meanflow_adaptive_weighting(mlp, loss_config):
+  """ℓ / sg((ℓ + c)^p): with p = 0 the plain loss; with p = 1 each example's loss divided by its own
+  (stopped) size plus c, gradients included."""
+  from flowmap_jax.losses import meanflow  # pylint: disable=g-import-not-at-top
+  apply_fn, params, _, x0, x1 = mlp
+  c = loss_config
+  c.diag_fraction = 0.5
+  run = lambda p: losses.get('meanflow')(apply_fn, p, x0, x1, jax.random.key(0), config=c)
+  c.meanflow.adaptive_p = 0.0
+  plain, aux = run(params)
+  c.meanflow.adaptive_p, c.meanflow.adaptive_c = 1.0, 0.01
+  weighted, aux_w = run(params)
+  assert float(weighted) < 1.0 < float(plain)   # each term is ℓ / (ℓ + 0.01) < 1
+  terms = jnp.array([1.0, 4.0])
+  np.testing.assert_allclose(meanflow.adaptive(terms, c.meanflow), terms / (terms + 0.01))
+  g = jax.grad(lambda a: jnp.sum(meanflow.adaptive(a, c.meanflow)))(terms)
+  np.testing.assert_allclose(g, 1 / (terms + 0.01))

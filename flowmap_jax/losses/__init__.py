@@ -46,7 +46,7 @@ REGISTRY = {
                 target_ema_rate=self_distillation.lsd_target_ema_rate),
     'esd': Loss(self_distillation.esd_loss),
     'psd': Loss(self_distillation.psd_loss, options=self_distillation.PSD_OPTIONS),
-    'meanflow': Loss(meanflow.meanflow_loss),
+    'meanflow': Loss(meanflow.meanflow_loss, options=meanflow.OPTIONS),
 }
 
 

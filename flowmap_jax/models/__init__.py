@@ -1,19 +1,20 @@
 """Networks v_θ(s, t, x | y) by name (`config.model.name`).
 
+Networks: `mlp` (2-D), `unet` (EDM's DDPM++, SongUNet), `adm` (EDM's ADM, DhariwalUNet), `dit`.
 Every network is called as `module.apply(variables, s, t, x, y, train=...)`: s, t of shape (B,), y the
 labels (None when unconditional), `train` switching dropout on.
 """
 import jax.numpy as jnp
 
 from flowmap_jax.models import dit
-from flowmap_jax.models import unet
+from flowmap_jax.models import layers
 from flowmap_jax.models.dit import DiT
 from flowmap_jax.models.mlp import MLP
-from flowmap_jax.models.unet import UNet
+from flowmap_jax.models.unet import DhariwalUNet, SongUNet
 
-MODELS = ('mlp', 'unet', 'dit')
+MODELS = ('mlp', 'unet', 'adm', 'dit')  # unet: EDM's DDPM++ (SongUNet); adm: EDM's DhariwalUNet
 DIT_SIZES = tuple(dit.SIZES)
-REMAT = tuple(unet.REMAT)   # model.remat: which activations a block keeps for the backward
+REMAT = tuple(layers.REMAT)   # model.remat: which activations a block keeps for the backward
 # None: computations in the inputs' dtype (float32 in training, float64 in the derivative tests).
 DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
@@ -30,9 +31,11 @@ def get(config_model, sigma, num_classes=0):
                num_fourier=m.num_fourier, max_freq=m.max_freq, sigma=sigma)
   common = dict(dropout=net.dropout, num_classes=num_classes, num_fourier=m.num_fourier,
                 max_freq=m.max_freq, sigma=sigma, dtype=DTYPES[m.dtype], remat=m.remat)
-  if m.name == 'unet':
-    return UNet(channels=net.channels, channel_mult=tuple(net.channel_mult),
-                num_blocks=net.num_blocks, attn_resolutions=tuple(net.attn_resolutions), **common)
+  if m.name in ('unet', 'adm'):
+    net_class = SongUNet if m.name == 'unet' else DhariwalUNet
+    return net_class(channels=net.channels, channel_mult=tuple(net.channel_mult),
+                     num_blocks=net.num_blocks, attn_resolutions=tuple(net.attn_resolutions),
+                     **common)
   return DiT(size=net.size, patch_size=net.patch_size, **common)
 
 

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from flowmap_jax.models.unet import attention, cast, conditioning, remat_block
+from flowmap_jax.models.layers import attention, cast, conditioning, remat_block
 
 xavier = nn.initializers.xavier_uniform()
 normal002 = nn.initializers.normal(0.02)
