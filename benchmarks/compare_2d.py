@@ -249,7 +249,9 @@ def main():
     print(f'\n{data}\n{md}')
     if args.results:
       png = os.path.join(HERE, 'plots', f'study_{data}.png')
-      plot(rows, args.eval_steps, f'{data}, mean ± std over {len(args.seeds)} seeds', png)
+      have = sorted({len(v) for by_n in rows.values() for v in by_n.values()}) or [0]
+      seeds_shown = (f'{have[0]}' if have[0] == have[-1] else f'{have[0]}-{have[-1]}')
+      plot(rows, args.eval_steps, f'{data}, mean ± std over {seeds_shown} seeds', png)
       sections.append(f'### {data}\n\n{md}\n\n![{data}](plots/study_{data}.png)')
   total = time.time() - t0
   print(f'\nWall time of this invocation {total:.0f} s')
