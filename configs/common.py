@@ -25,9 +25,11 @@ def loss_options():
 
 
 def times(diag_fraction):
-  """The common loss fields: linear interpolant, uniform times over [0, 1], no label dropout."""
+  """The common loss fields: linear interpolant, uniform times over [0, 1], no label dropout, no
+  learned loss weighting."""
   return dict(interpolant='linear', diag_fraction=diag_fraction, time_sampler='uniform',
-              logit_mean=0.0, logit_std=1.0, time_min=0.0, time_max=1.0, label_dropout=0.0)
+              logit_mean=0.0, logit_std=1.0, time_min=0.0, time_max=1.0, label_dropout=0.0,
+              weighting='none')
 
 
 def teacher(config_path=''):

@@ -1,5 +1,5 @@
-"""LSD self-distillation on CelebA 64×64: configs/fm_celeba64.py with loss.name='lsd' and three
-quarters of each batch diagonal, everything else equal."""
+"""LSD self-distillation on CelebA 64×64: configs/fm_celeba64.py with loss.name='lsd', three
+quarters of each batch diagonal and the learned loss weighting, everything else equal."""
 from configs import fm_celeba64
 
 
@@ -7,4 +7,5 @@ def get_config(arg=None):
   c = fm_celeba64.get_config(arg)
   c.loss.name = 'lsd'
   c.loss.diag_fraction = 0.75
+  c.loss.weighting = 'learned'   # as the self-distillation paper trains its image models
   return c

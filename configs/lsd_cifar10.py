@@ -36,6 +36,10 @@ def get_config(arg=None):
   c.loss = ml_collections.ConfigDict(common.times(diag_fraction=0.75))
   c.loss.name = 'lsd'
   c.loss.update(common.loss_options())
+  # The self-distillation paper trains its image models with the learned weighting
+  # exp(−w_φ(s,t))·ℓ + w_φ(s,t) (EDM2's, over two times): a loss whose scale varies by orders of
+  # magnitude over (s, t) would otherwise be dominated by its largest pairs.
+  c.loss.weighting = 'learned'
 
   c.optim = ml_collections.ConfigDict(dict(
       name='radam', lr=1e-2, b1=0.9, b2=0.999, weight_decay=0.0, clip=1.0,

@@ -11,4 +11,5 @@ def get_config(arg=None):
   c.loss.time_sampler, c.loss.logit_mean, c.loss.logit_std = 'logit_normal', 0.4, 1.0
   c.loss.diag_fraction = 0.75
   c.loss.meanflow.adaptive_p, c.loss.meanflow.adaptive_c = 1.0, 0.01
+  c.loss.weighting = 'none'   # MeanFlow's own adaptive weighting instead
   return c

@@ -36,6 +36,32 @@ def save(mngr, state, data_iter=None, *, force=True):
   return step
 
 
+# TrainState fields added after checkpoints were first written, with the value an older checkpoint
+# (which lacks them) means: 'weighting' is {} for loss.weighting = 'none'.
+_ADDED_FIELDS = {'weighting': {}}
+
+
+def _restore_state(mngr, step, abstract_state):
+  """The TrainState saved at `step`. A checkpoint written before a field of _ADDED_FIELDS existed is
+  restored without it and gets the field's old meaning, when the run still means that."""
+  restore = lambda target: mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target))).state
+  try:
+    return restore(abstract_state)
+  except ValueError:
+    added = {k: v for k, v in _ADDED_FIELDS.items() if getattr(abstract_state, k) == v}
+    if not added:
+      raise
+    fields = {k: v for k, v in vars(abstract_state).items() if k not in added}
+    try:
+      older = restore(fields)
+    except Exception:  # pylint: disable=broad-except
+      older = None
+    if older is None:
+      raise
+    return abstract_state.replace(**older, **added)
+
+
 def restore_latest(mngr, abstract_state, data_iter=None):
   """The latest checkpoint that restores, or None; `data_iter` (a grain iterator) is set in place
   to the position saved with it. A data position that does not restore (another process count, a
@@ -47,8 +73,7 @@ def restore_latest(mngr, abstract_state, data_iter=None):
   """
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      state = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state))).state
+      state = _restore_state(mngr, step, abstract_state)
     except Exception as e:  # pylint: disable=broad-except
       message = f'{type(e).__name__}: {str(e).splitlines()[0][:500] if str(e) else ""}'
       aside = (epath.Path(mngr.directory).parent / 'checkpoints_unreadable'

@@ -20,6 +20,7 @@ from flowmap_jax.data import toy
 
 OPTIMIZERS = ('adam', 'adamw', 'radam')
 SCHEDULES = ('constant', 'cosine', 'sqrt')
+WEIGHTINGS = ('none', 'learned')   # loss.weighting
 
 
 @flax.struct.dataclass
@@ -33,6 +34,9 @@ class TrainState:
   bad_steps: jax.Array   # int32: non-finite steps skipped so far
   last_bad_step: jax.Array  # int32: the latest non-finite step (-1: none)
   last_bad_metrics: Any  # {name: scalar}: loss and aux terms at that step
+  # The learned loss weighting w_φ(s, t) (docs/losses.md §9): {'params': φ, 'opt_state': ...}, trained
+  # jointly with θ by its own copy of the optimiser; {} when loss.weighting = 'none'.
+  weighting: Any = flax.struct.field(default_factory=dict)
 
 
 def slowest_ema(state_or_emas):
@@ -94,6 +98,8 @@ class Experiment:
     self.loss = losses.spec(config.loss.name)
     self.target_ema_rate = self.loss.target_ema_rate(config.loss)
     self.data_shape = images.image_shape(config.data) if self.is_image else (2,)
+    self.learned_weighting = config.loss.get('weighting', 'none') == 'learned'
+    self.weighting_model = models.LossWeighting() if self.learned_weighting else None
 
   def apply_fn(self, params, s, t, x, y=None):
     """v_θ(s, t, x | y) for sampling and targets outside training: no dropout."""
@@ -107,6 +113,29 @@ class Experiment:
       return self.apply_fn
     return lambda params, s, t, x, y=None: self.model.apply(
         {'params': params}, s, t, x, y, train=True, rngs={'dropout': dropout_key})
+
+  def loss_extras(self, phi=None):
+    """The keyword arguments a loss gets beyond the common ones: `weighting` (w_φ, when learned) and
+    `null_label` (for a loss that guides its target, on class-conditional data)."""
+    extra = {}
+    if phi is not None:
+      extra['weighting'] = self.weighting_fn(phi)
+    if self.loss.takes_null_label and self.num_classes:
+      extra['null_label'] = self.num_classes
+    return extra
+
+  def weighting_fn(self, phi):
+    """(s, t) -> w_φ(s, t), the learned loss weighting a loss receives as `weighting`."""
+    return lambda s, t: self.weighting_model.apply({'params': phi}, s, t)
+
+  def init_weighting(self, rng):
+    """The weighting's state: φ (its output layer zero, so w = 0) and its optimiser state."""
+    if not self.learned_weighting:
+      return {}
+    z = jnp.zeros((1,))
+    # A key no step draws (steps fold in their index, far below 2³² − 1).
+    phi = self.weighting_model.init(jax.random.fold_in(rng, 2**32 - 1), z, z)['params']
+    return {'params': phi, 'opt_state': self.tx.init(phi)}
 
   def example_labels(self, n):
     """Labels for shape-only calls (init, eval_shape): zeros, or None when unconditional."""
@@ -125,7 +154,8 @@ class Experiment:
         eval_emas={str(r): params for r in c.train.eval_ema_rates},
         rng=jax.random.key_data(rng), bad_steps=jnp.zeros((), jnp.int32),
         last_bad_step=-jnp.ones((), jnp.int32),
-        last_bad_metrics={k: jnp.zeros((), jnp.float32) for k in self.loss_metric_names})
+        last_bad_metrics={k: jnp.zeros((), jnp.float32) for k in self.loss_metric_names},
+        weighting=self.init_weighting(rng))
 
   @functools.cached_property
   def loss_metric_names(self):
@@ -133,9 +163,12 @@ class Experiment:
     x = jnp.zeros((8,) + self.data_shape)
     params = jax.eval_shape(self.init_params, jax.random.key(0))
     teacher = lambda t, x_, y=None: x_
+    extra = self.loss_extras()
+    if self.learned_weighting:
+      extra['weighting'] = lambda s, t: jnp.zeros_like(s)
     _, aux = jax.eval_shape(lambda p: self.loss.fn(
         self.apply_fn, p, x, x, jax.random.key(0), config=self.config.loss, teacher=teacher,
-        y=self.example_labels(8)), params)
+        y=self.example_labels(8), **extra), params)
     return ('loss',) + tuple(sorted(aux))
 
   def init_state(self, init_params=None):

@@ -46,9 +46,10 @@ def loss_of_params(exp, state, batch, teacher_params, teacher_velocity=None):
   ema = state.target_ema if exp.target_ema_rate is not None else None
   apply_fn = exp.train_apply_fn(k_dropout)
 
-  def loss_of(params):
+  def loss_of(params, phi=None):
+    # phi: the learned weighting's parameters (loss.weighting = 'learned'), else None.
     return exp.loss.fn(apply_fn, params, x0, x1, k_loss, config=c.loss, ema_params=ema,
-                       teacher=teacher, y=y)
+                       teacher=teacher, y=y, **exp.loss_extras(phi))
 
   return loss_of
 
@@ -60,12 +61,22 @@ def train_step(exp, state, batch, teacher_params, teacher_velocity=None):
   """
   c = exp.config
   loss_of = loss_of_params(exp, state, batch, teacher_params, teacher_velocity)
-  (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  weighting = state.weighting
+  if exp.learned_weighting:  # θ and φ descend the same weighted loss, each by its optimiser
+    (loss, aux), (grads, phi_grads) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(
+        state.params, weighting['params'])
+    phi_updates, phi_opt = exp.tx.update(phi_grads, weighting['opt_state'], weighting['params'])
+    weighting = {'params': optax.apply_updates(weighting['params'], phi_updates),
+                 'opt_state': phi_opt}
+    phi_finite = jnp.isfinite(optax.global_norm(phi_grads))
+  else:
+    (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    phi_finite = True
   updates, opt_state = exp.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
 
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & phi_finite
   # After more than max_bad_steps non-finite steps the state freezes: the host stops the run at
   # its next check without a device sync on every step, and nothing bad was ever applied.
   halted = state.bad_steps > c.train.max_bad_steps
@@ -80,6 +91,7 @@ def train_step(exp, state, batch, teacher_params, teacher_velocity=None):
       step=state.step + jnp.where(halted, 0, 1).astype(jnp.int32),
       params=pick(params, state.params),
       opt_state=pick(opt_state, state.opt_state),
+      weighting=pick(weighting, state.weighting),
       target_ema=target_ema,
       eval_emas={k: pick(ema_update(float(k), e), e) for k, e in state.eval_emas.items()},
       bad_steps=state.bad_steps + jnp.where(keep, 0, 1).astype(jnp.int32),

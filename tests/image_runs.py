@@ -16,7 +16,8 @@ import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_CONFIGS = ['fm_cifar10', 'itvm_cifar10', 'lsd_cifar10', 'psd_cifar10', 'meanflow_cifar10',
-                 'fm_imagenet', 'itvm_imagenet', 'lsd_imagenet', 'fm_celeba64', 'lsd_celeba64']
+                 'fm_imagenet', 'itvm_imagenet', 'lsd_imagenet', 'meanflow_imagenet', 'fm_celeba64',
+                 'lsd_celeba64']
 TEACHER_OF = {'itvm_cifar10': 'fm_cifar10', 'itvm_imagenet': 'fm_imagenet'}
 
 

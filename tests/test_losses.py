@@ -185,3 +185,59 @@ def test_meanflow_adaptive_weighting(mlp, loss_config):
   np.testing.assert_allclose(meanflow.adaptive(terms, c.meanflow), terms / (terms + 0.01))
   g = jax.grad(lambda a: jnp.sum(meanflow.adaptive(a, c.meanflow)))(terms)
   np.testing.assert_allclose(g, 1 / (terms + 0.01))
+
+
+def test_meanflow_guidance_is_the_official_target_in_their_convention(loss_config):
+  """MeanFlow with guidance in the target equals Gsunshine/meanflow's `forward`, written out here in
+  their convention (t = 1 noise, z_t = (1 − t) x + t e, u(z, t, r) = −v_θ(1 − t, 1 − r, z)) on the
+  same draws: guided velocity, label dropout to the null class, window, jvp and adaptive weighting."""
+  from flowmap_jax.losses import common  # pylint: disable=g-import-not-at-top
+  num_classes, B = 3, 32
+  k = jax.random.split(jax.random.key(5), 4)
+  W = jax.random.normal(k[0], (num_classes + 1, 2)) * 0.5
+
+  def apply_fn(p, s, t, x, y):  # a label-dependent network, nonlinear in every argument
+    return jnp.tanh(p['a'] * x + (t - s)[:, None] * p['b'] + s[:, None] ** 2 + W[y]) * x
+
+  params = {'a': jnp.array([0.7, -1.1]), 'b': jnp.array([0.3, 0.9])}
+  x0, x1 = jax.random.normal(k[1], (B, 2)), jax.random.normal(k[2], (B, 2)) + 2.0
+  y = jax.random.randint(k[3], (B,), 0, num_classes + 1)   # some already dropped to the null class
+  c = loss_config
+  c.diag_fraction = 0.25
+  m = c.meanflow
+  m.guidance_omega, m.guidance_kappa, m.guidance_s_min, m.guidance_s_max = 1.5, 0.5, 0.2, 0.9
+  rng = jax.random.key(7)
+  ours, _ = losses.get('meanflow')(apply_fn, params, x0, x1, rng, config=c, y=y,
+                                   null_label=num_classes)
+
+  d = common.draw(x0, x1, rng, c, y)       # the same times and points the loss drew
+  t_mf, r_mf = 1 - d.s, 1 - d.t             # their (t, r): r ≤ t
+  z, e, x = d.x_s, x0, x1
+  u_fn = lambda z_, t_, r_, lab: -apply_fn(params, 1 - t_, 1 - r_, z_, lab)
+  v = e - x
+  t_start, t_end = 1 - m.guidance_s_max, 1 - m.guidance_s_min
+  inside = ((t_mf >= t_start) & (t_mf <= t_end))[:, None]
+  omega = jnp.where(inside, m.guidance_omega, 1.0)
+  kappa = jnp.where(inside, m.guidance_kappa, 0.0)
+  v_uncond = u_fn(z, t_mf, t_mf, jnp.full_like(y, num_classes))
+  v_cond = u_fn(z, t_mf, t_mf, y)
+  v_g = omega * v + (1 - omega - kappa) * v_uncond + kappa * v_cond
+  v_g = jnp.where((y == num_classes)[:, None], v, v_g)
+  u, du_dt = jax.jvp(lambda z_, t_, r_: u_fn(z_, t_, r_, y), (z, t_mf, r_mf),
+                     (v_g, jnp.ones_like(t_mf), jnp.zeros_like(r_mf)))
+  u_tgt = v_g - jnp.clip(t_mf - r_mf, 0.0, 1.0)[:, None] * du_dt
+  loss = jnp.sum((u - u_tgt) ** 2, axis=1)
+  loss = jnp.mean(loss / (loss + m.adaptive_c) ** m.adaptive_p)
+  np.testing.assert_allclose(float(ours), float(loss), rtol=1e-5)
+  # And guidance does act: without it the loss differs.
+  m.guidance_omega, m.guidance_kappa = 1.0, 0.0
+  plain, _ = losses.get('meanflow')(apply_fn, params, x0, x1, rng, config=c, y=y,
+                                    null_label=num_classes)
+  assert abs(float(plain) - float(ours)) > 1e-3
+
+
+def test_meanflow_guidance_without_labels_is_a_clear_error(mlp, loss_config):
+  apply_fn, params, _, x0, x1 = mlp
+  loss_config.meanflow.guidance_kappa = 0.5
+  with pytest.raises(ValueError, match='class-conditional'):
+    losses.get('meanflow')(apply_fn, params, x0, x1, jax.random.key(0), config=loss_config)

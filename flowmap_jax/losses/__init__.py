@@ -1,8 +1,9 @@
 """The loss registry: each loss of docs/losses.md with what the rest of the code needs to know of it.
 
 Every loss is `loss_fn(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
-y=None) -> (loss, aux)` with `apply_fn(params, s, t, x, y) -> v_θ(s, t, x | y)`, `teacher(t, x, y) ->
-b_t(x | y)` and y the batch's class labels (None for an unconditional model).
+y=None, weighting=None) -> (loss, aux)` with `apply_fn(params, s, t, x, y) -> v_θ(s, t, x | y)`,
+`teacher(t, x, y) -> b_t(x | y)`, y the batch's class labels (None for an unconditional model) and `weighting` the learned
+w_φ(s, t) (docs/losses.md §9), passed only when loss.weighting = 'learned'.
 
 A new loss is its module, its entry below (with its option block, if it has one) and its tests:
 training, evaluation, validation and the configs read everything else from here.
@@ -34,6 +35,9 @@ class Loss:
   options: Mapping[str, Option] = dataclasses.field(default_factory=dict)
   # loss config -> the rate of the target EMA θ⁻ the loss reads, or None when it reads none.
   target_ema_rate: Callable[[Any], Optional[float]] = _no_target_ema
+  # Receives `null_label=` (the class index labels are dropped to) on class-conditional data: it
+  # builds classifier-free guidance into its target.
+  takes_null_label: bool = False
 
 
 REGISTRY = {
@@ -46,7 +50,7 @@ REGISTRY = {
                 target_ema_rate=self_distillation.lsd_target_ema_rate),
     'esd': Loss(self_distillation.esd_loss),
     'psd': Loss(self_distillation.psd_loss, options=self_distillation.PSD_OPTIONS),
-    'meanflow': Loss(meanflow.meanflow_loss, options=meanflow.OPTIONS),
+    'meanflow': Loss(meanflow.meanflow_loss, options=meanflow.OPTIONS, takes_null_label=True),
 }
 
 

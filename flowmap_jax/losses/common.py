@@ -77,16 +77,25 @@ def mean(a):
   return jnp.mean(a) if a.shape[0] else jnp.zeros((), a.dtype)
 
 
-def reduce(diag_terms, off_terms, **extra_aux):
+def reduce(diag_terms, off_terms, times=None, weighting=None, **extra_aux):
   """Total loss = (Σ diag terms + Σ off-diagonal terms) / B, with aux metrics.
 
-  `loss/diag` and `loss/offdiag` are the means over each part (0 for an empty part); `extra_aux`
-  are scalars added as they are.
+  `times`: (s, t) of the whole batch, diagonal part first. With `weighting`, the learned w_φ(s, t)
+  (docs/losses.md §9), each example's term ℓ enters as exp(−w_φ(s, t))·ℓ + w_φ(s, t).
+  `loss/diag` and `loss/offdiag` are the means of the unweighted terms over each part (0 for an empty
+  part), so they read the same with and without weighting; `extra_aux` are scalars added as they are.
   """
   n_diag, n_off = diag_terms.shape[0], off_terms.shape[0]
-  loss = (jnp.sum(diag_terms) + jnp.sum(off_terms)) / (n_diag + n_off)
+  terms = jnp.concatenate([diag_terms, off_terms])
   aux = {'loss/diag': mean(diag_terms), 'loss/offdiag': mean(off_terms),
-         'time/diag_fraction': jnp.asarray(n_diag / (n_diag + n_off), loss.dtype)}
+         'time/diag_fraction': jnp.asarray(n_diag / (n_diag + n_off), terms.dtype)}
+  if weighting is not None:
+    if times is None:
+      raise ValueError('A learned loss weighting needs the batch times: reduce(..., times=(s, t)).')
+    w = weighting(*times).astype(terms.dtype)
+    terms = jnp.exp(-w) * terms + w
+    aux['weighting/w'] = jnp.mean(w)
+  loss = jnp.sum(terms) / (n_diag + n_off)
   aux.update(extra_aux)
   return loss, aux
 

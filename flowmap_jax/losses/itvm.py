@@ -11,6 +11,7 @@ and ‖v_θ(t, t, x_t) − b_t(x_t)‖² on the diagonal examples. Options: `itv
 (`ema` | `teacher`: b_t(y)), `itvm.y_source` (`ema` | `online`: y with gradient, a derivative-free LFMD).
 """
 import jax
+import jax.numpy as jnp
 
 from flowmap_jax import flow_map
 from flowmap_jax import time_sampling
@@ -37,7 +38,7 @@ def target_ema_rate(config):
 
 
 def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
-              y=None):
+              y=None, weighting=None):
   common.require_teacher('itvm', teacher)
   c = config.itvm
   ema_params = params if ema_params is None else ema_params
@@ -52,14 +53,15 @@ def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher
   if c.y_source == 'online':
     online.append((s, u, x_s, y_o))
   v_out = common.apply_many(lambda *a: apply_fn(params, *a), online)
-  v_init, X_st = v_out[0], flow_map.X_from_v(s, t, x_s, v_out[1])
+  v_init, v_st = v_out[0], v_out[1]
   if c.y_source == 'online':
-    x_u = flow_map.X_from_v(s, u, x_s, v_out[2])
+    v_su = v_out[2]
   elif c.y_source == 'ema':
-    x_u = sg(flow_map.X(apply_fn, ema_params, s, u, x_s, y_o))
+    v_su = sg(apply_fn(ema_params, s, u, x_s, y_o))
   else:
     raise ValueError(f"Unknown loss.itvm.y_source {c.y_source!r}; known: "
                      f"{OPTIONS['y_source'].choices}.")
+  x_u = flow_map.X_from_v(s, u, x_s, v_su)   # y
 
   teacher_in = [(d.s, d.x_s, d.y)]
   if c.terminal_target == 'teacher':
@@ -74,7 +76,12 @@ def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher
     target = b_out[1]
 
   init = common.sqnorm(v_init - sg(b_out[0]))
-  term = common.sqnorm((X_st - x_u) / bcast(t - u, x_u) - sg(target))
+  # X_θ(s,t,x_s) − y = (t − s) v_θ(s,t,x_s) − (u − s) v(s,u,x_s): written without the shared x_s and
+  # formed in float32, so the quotient by t − u (= τ) does not divide x_s's rounding error (and a
+  # bfloat16 network's outputs are cast before they are subtracted).
+  f32 = lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32))
+  X_minus_y = bcast(t - s, v_st) * f32(v_st) - bcast(u - s, v_su) * f32(v_su)
+  term = common.sqnorm(X_minus_y / bcast(t - u, v_st) - sg(f32(target)))
   off = c.w_init * d.off(init) + c.w_term * term
-  return common.reduce(d.diag(init), off, **{'loss/init': common.mean(d.off(init)),
-                                             'loss/term': common.mean(term)})
+  return common.reduce(d.diag(init), off, (d.s, d.t), weighting,
+                       **{'loss/init': common.mean(d.off(init)), 'loss/term': common.mean(term)})

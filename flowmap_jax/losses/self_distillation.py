@@ -30,7 +30,7 @@ def _diag_fm(apply_fn, params, d):
 
 
 def lsd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
-             y=None):
+             y=None, weighting=None):
   """LSD: ‖∂_t X_θ(s,t,x_s) − sg v_T(t, t, sg X_θ(s,t,x_s))‖², T = θ or its target EMA."""
   del teacher
   if config.lsd.teacher == 'online':
@@ -44,22 +44,24 @@ def lsd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=
   s, t, x_s, y_o = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.y)
   X, dX = flow_map.X_and_dt(apply_fn, params, s, t, x_s, y_o)
   target = flow_map.velocity(apply_fn, sg(target_params), t, sg(X), y_o)
-  return common.reduce(_diag_fm(apply_fn, params, d), common.sqnorm(dX - sg(target)))
+  return common.reduce(_diag_fm(apply_fn, params, d), common.sqnorm(dX - sg(target)),
+                       (d.s, d.t), weighting)
 
 
 def esd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
-             y=None):
+             y=None, weighting=None):
   """ESD: ‖∂_s X_θ(s,t,x_s) + sg(∇_x X_θ(s,t,x_s) · v_θ(s,s,x_s))‖²; gradient through ∂_s X only."""
   del ema_params, teacher
   d = common.draw(x0, x1, rng, config, y)
   s, t, x_s, y_o = d.off(d.s), d.off(d.t), d.off(d.x_s), d.off(d.y)
   v_ss = sg(flow_map.velocity(apply_fn, params, s, x_s, y_o))
   _, dX_ds, dX_dx_v = flow_map.X_ds_and_dx(apply_fn, params, s, t, x_s, v_ss, y_o)
-  return common.reduce(_diag_fm(apply_fn, params, d), common.sqnorm(dX_ds + sg(dX_dx_v)))
+  return common.reduce(_diag_fm(apply_fn, params, d), common.sqnorm(dX_ds + sg(dX_dx_v)),
+                       (d.s, d.t), weighting)
 
 
 def psd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=None,
-             y=None):
+             y=None, weighting=None):
   """PSD: ‖v_θ(s,t,x_s) − sg((1−γ) v_θ(s,u,x_s) + γ v_θ(u, t, X_θ(s,u,x_s)))‖², u = γs + (1−γ)t.
 
   `psd.gamma`: `midpoint` (γ = 1/2, PSD-M) or `uniform` (γ ~ U[0,1] per example, PSD-U).
@@ -84,4 +86,4 @@ def psd_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher=
   v_su = apply_fn(p, s, u, x_s, y_o)
   v_ut = apply_fn(p, u, t, flow_map.X_from_v(s, u, x_s, v_su), y_o)
   target = bcast(1 - gamma, v_su) * v_su + bcast(gamma, v_ut) * v_ut
-  return common.reduce(diag, common.sqnorm(d.off(v) - sg(target)))
+  return common.reduce(diag, common.sqnorm(d.off(v) - sg(target)), (d.s, d.t), weighting)

@@ -11,6 +11,7 @@ from flowmap_jax.models import layers
 from flowmap_jax.models.dit import DiT
 from flowmap_jax.models.mlp import MLP
 from flowmap_jax.models.unet import DhariwalUNet, SongUNet
+from flowmap_jax.models.weighting import LossWeighting
 
 MODELS = ('mlp', 'unet', 'adm', 'dit')  # unet: EDM's DDPM++ (SongUNet); adm: EDM's DhariwalUNet
 DIT_SIZES = tuple(dit.SIZES)
