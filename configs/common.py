@@ -65,6 +65,7 @@ def eval_images():
       fid_weights='',   # path to inception_v3_weights_fid.pickle ('' = FID off)
       fid_stats='',     # reference .npz with mu, sigma (--mode fid_stats writes one)
       fid_samples=50_000, grid_size=8,
+      classifier='',    # digit classifier file (tools/train_digit_classifier.py): MNIST metrics
       guidance=1.0))    # fm runs: guidance of their own Euler/ODE evaluation
 
 

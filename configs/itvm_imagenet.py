@@ -1,5 +1,5 @@
 """The main job: ITVM distillation of a class-conditional ImageNet 64×64 flow-matching teacher
-(configs/fm_imagenet.py), from its weights, with bfloat16 activations.
+(configs/fm_imagenet.py), from its weights, in float32.
 
 The network is EDM's ImageNet-64 ADM, as the teacher's. The teacher is trained first into <workdir>/teacher when no checkpoint is there (or point
 teacher.workdir at one: it is opened with the config saved beside it). The student has the teacher's
@@ -28,7 +28,9 @@ def get_config(arg=None):
                      attn_resolutions=(32, 16, 8), dropout=0.1)
   c.model.dit = dict(size='B', patch_size=4, dropout=0.0)  # used with --config.model.name=dit
   c.model.num_fourier, c.model.max_freq = 16, 32.0
-  c.model.dtype, c.model.remat = 'bfloat16', 'none'
+  # float32, not the teacher's bfloat16: ITVM's terminal term divides a difference of two outputs by
+  # τ, which carries about five times FM's bfloat16 error (benchmarks/RESULTS.md, "bfloat16").
+  c.model.dtype, c.model.remat = 'float32', 'none'
 
   c.loss = ml_collections.ConfigDict(common.times(diag_fraction=0.5))
   c.loss.name = 'itvm'

@@ -24,6 +24,7 @@ from flowmap_jax import state as state_lib
 from flowmap_jax import teacher as teacher_lib
 from flowmap_jax.data import images
 from flowmap_jax.data import toy
+from flowmap_jax.evaluation import digits
 from flowmap_jax.evaluation import fid as fid_lib
 from flowmap_jax.evaluation import kl as kl_lib
 from flowmap_jax.evaluation import plots
@@ -58,8 +59,9 @@ def _compiled_sampler(exp, kind, guidance):
   training included)."""
   e = exp.config.eval
 
-  def run(params, key, num_steps, n):
+  def run(params, key, num_steps, n, labels=None):
     x0, y = noise_and_labels(exp, key, n)
+    y = y if labels is None or y is None else labels
     if kind == 'flow_map':
       return sampling.uniform_flow_map_sample(exp.apply_fn, params, x0, num_steps, y)
     v = teacher_lib.velocity_fn(exp, guidance)(params)
@@ -70,10 +72,11 @@ def _compiled_sampler(exp, kind, guidance):
 
 
 def sampler(exp, kind, num_steps=None, guidance=1.0):
-  """(params, key, n) -> samples of `kind` ('flow_map' | 'euler' at num_steps, or 'ode', which
-  returns (samples, NFE)), from the base noise of `key`."""
+  """(params, key, n[, labels]) -> samples of `kind` ('flow_map' | 'euler' at num_steps, or 'ode',
+  which returns (samples, NFE)), from the base noise of `key`; a class-conditional model samples the
+  given labels, or uniformly drawn ones."""
   run = _compiled_sampler(exp, kind, float(guidance))
-  return lambda params, key, n: run(params, key, num_steps or 0, n)
+  return lambda params, key, n, labels=None: run(params, key, num_steps or 0, n, labels)
 
 
 def _samples(exp, kind, params, rng, n, batch_size, num_steps=None):
@@ -216,35 +219,45 @@ def image_estimator(config):
           # the teacher's guidance: its own eval's (fm) or the one it is distilled at
           'guidance': float(config.teacher.guidance if losses.spec(config.loss.name).learns_flow_map
                             else e.guidance),
+          'classifier': str(e.get('classifier', '')),
           'steps': [int(n) for n in e.steps]}
 
 
 def image_grid(exp, params, steps, kind='flow_map', guidance=1.0):
-  """uint8 mosaic: one row per step count, the same noise and labels in every row."""
+  """uint8 mosaic: one row per step count, the same noise and labels in every row; a
+  class-conditional model's columns go through the classes in order (0, 1, 2, ...)."""
   n = int(exp.config.eval.grid_size)
   key = jax.random.key(exp.config.seed + 20_000)
-  rows = {k: images.quantize(sampler(exp, kind, k, guidance)(params, key, n)) for k in steps}
+  labels = jnp.arange(n, dtype=jnp.int32) % exp.num_classes if exp.num_classes else None
+  rows = {k: images.quantize(sampler(exp, kind, k, guidance)(params, key, n, labels))
+          for k in steps}
   return plots.image_grid(rows)
 
 
-def sample_features(run, params, features, key, n, batch_size):
-  """Inception features of n samples, batches split over the processes and gathered (the count is
-  rounded up to whole batches on every process). Returns (features, mean NFE or None)."""
+def sample_features(run, params, features, key, n, batch_size, labels_fn=None):
+  """features(uint8 samples) -> {name: (b, ...)} of n samples, batches split over the processes and
+  gathered (the count is rounded up to whole batches on every process); with `labels_fn(key, b)` also
+  'label', the classes the samples were asked for. Returns ({name: (n, ...)}, mean NFE or None)."""
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   procs = jax.process_count()
   num_batches = -(-n // batch_size)
   num_batches = -(-num_batches // procs) * procs
   feats, nfes = [], []
   for b in range(jax.process_index(), num_batches, procs):
-    out = run(params, jax.random.fold_in(key, b), batch_size)
+    k = jax.random.fold_in(key, b)
+    out = run(params, k, batch_size)
     if isinstance(out, tuple):
       out, nfe = out
       nfes.append(float(nfe))
-    feats.append(np.asarray(features(images.quantize(out))))
-  feats = np.concatenate(feats)
+    f = {name: np.asarray(v) for name, v in features(images.quantize(out)).items()}
+    if labels_fn is not None:
+      f['label'] = np.asarray(labels_fn(k, batch_size))
+    feats.append(f)
+  feats = {name: np.concatenate([f[name] for f in feats]) for name in feats[0]}
   if procs > 1:
-    feats = np.asarray(multihost_utils.process_allgather(feats, tiled=True))
-  return feats[:n], (float(np.mean(nfes)) if nfes else None)
+    feats = {name: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+             for name, v in feats.items()}
+  return {name: v[:n] for name, v in feats.items()}, (float(np.mean(nfes)) if nfes else None)
 
 
 def _fid_tools(config):
@@ -255,6 +268,13 @@ def _fid_tools(config):
   except fid_lib.WeightsMissing as e:
     logging.warning('%s Training and sample grids are unaffected.', e)
     return None, str(e)
+
+
+def _classifier(config):
+  """The digit classifier of eval.classifier (None when unset); ClassifierMissing when named but
+  not there."""
+  path = config.eval.get('classifier', '')
+  return digits.load(path) if path else None
 
 
 def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
@@ -268,18 +288,40 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
   results = {'step': step, 'loss': config.loss.name, 'estimator': image_estimator(config),
              'metric': fid_lib.label(n)}
   tools, results['fid_off'] = _fid_tools(config)
+  classifier = _classifier(config)
+  if classifier is not None:
+    results['classifier'] = {'path': str(e.classifier), 'source': classifier.get('source', ''),
+                             'test_accuracy': classifier.get('test_accuracy')}
+    classify = digits.apply_fn(classifier)
   key = jax.random.key(config.seed + 10_000)
 
+  def features(u8):
+    out = {}
+    if tools is not None:
+      out['inception'] = tools[0](u8)
+    if classifier is not None:
+      out['logits'], out['digit_features'] = classify(u8)
+      out['pixels'] = u8
+    return out
+
+  labels_fn = ((lambda k, m: noise_and_labels(exp, k, m)[1]) if exp.num_classes else None)
+
   def score(run, p):
-    feats, nfe = sample_features(run, p, tools[0], key, n, int(e.batch_size))
-    out = {'fid': fid_lib.frechet_distance(*fid_lib.statistics(feats), *tools[1])}
+    feats, nfe = sample_features(run, p, features, key, n, int(e.batch_size), labels_fn)
+    out = {}
+    if tools is not None:
+      out['fid'] = fid_lib.frechet_distance(*fid_lib.statistics(feats['inception']), *tools[1])
+    if classifier is not None:
+      out.update(digits.metrics(classifier, feats['logits'], feats['digit_features'],
+                                feats['pixels'], feats.get('label')))
     return dict(out, nfe=nfe) if nfe is not None else out
 
-  if tools is not None and exp.loss.learns_flow_map:
+  measured = tools is not None or classifier is not None
+  if measured and exp.loss.learns_flow_map:
     results['flow_map'] = {str(k): score(sampler(exp, 'flow_map', k), params)
                            for k in e.steps}
   ref = reference(exp, params, teacher)
-  if tools is not None and ref is not None:
+  if measured and ref is not None:
     cached = _cached_teacher(ref.workdir, config, image_estimator) if ref.workdir else None
     if cached is not None:
       results.update(cached)
@@ -297,7 +339,8 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
     epath.Path(workdir, 'eval.md').write_text(report.image_markdown(results))
     if writer is not None:
       writer.write_images(step, {'eval/samples': grid[None]})
-      writer.write_scalars(step, {f'eval/flow_map_fid_{k}': v['fid']
-                                  for k, v in results.get('flow_map', {}).items()})
+      writer.write_scalars(step, {f'eval/flow_map_{m}_{k}': x
+                                  for k, v in results.get('flow_map', {}).items()
+                                  for m, x in v.items() if m != 'nfe'})
   logging.info('Evaluation of %s:\n%s', workdir, report.image_markdown(results))
   return results

@@ -26,7 +26,8 @@ from flowmap_jax.losses import common
 
 # The data fields a teacher must share with its student: they decide the network's input scale σ0,
 # its shape and its label embedding, and what distribution its velocity transports to.
-DATA_FIELDS = ('name', 'sigma0', 'image_size', 'class_conditional')
+# Not data.path: a file moved (another machine, a Colab upload) is still the teacher's data.
+DATA_FIELDS = ('name', 'sigma0', 'image_size', 'class_conditional', 'channels', 'num_classes')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,7 +173,19 @@ def _image_problems(p, config):
   elif spec.native_size and d.image_size != spec.native_size:
     p.append(f'data.image_size={d.image_size}: {d.name!r} is stored at {spec.native_size}; use '
              f'that (or another data set for another size).')
-  if d.class_conditional and not spec.num_classes:
+  if d.name in images.LOCAL:
+    path = d.get('path', '')
+    if not path:
+      p.append(f"data.path is not set: data.name={d.name!r} reads "
+               f"{'an .npz file' if d.name == 'npz' else 'a folder of images'} from it.")
+    elif not os.path.exists(path):
+      p.append(f'data.path={path!r} does not exist.')
+    if d.get('channels', 3) not in (1, 3):
+      p.append(f"data.channels={d.get('channels')!r} must be 1 (grayscale) or 3 (RGB).")
+    if d.class_conditional and d.get('num_classes', 0) < 1:
+      p.append('data.class_conditional=True needs data.num_classes (the number of labels in '
+               f'data.path) for data.name={d.name!r}.')
+  elif d.class_conditional and not spec.num_classes:
     p.append(f'data.class_conditional=True but {d.name!r} has no labels.')
   if not 0 <= l.label_dropout < 1:
     p.append(f'loss.label_dropout={l.label_dropout} must be in [0, 1).')

@@ -19,6 +19,8 @@ IMAGE_CONFIGS = ['fm_cifar10', 'itvm_cifar10', 'lsd_cifar10', 'psd_cifar10', 'me
                  'fm_imagenet', 'itvm_imagenet', 'lsd_imagenet', 'meanflow_imagenet', 'fm_celeba64',
                  'lsd_celeba64']
 TEACHER_OF = {'itvm_cifar10': 'fm_cifar10', 'itvm_imagenet': 'fm_imagenet'}
+# Real MNIST digits for the MNIST configs (a 512-image subset); their jobs are left out without it.
+SHARED_MNIST = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'mnist_train.npz')
 
 
 def _job(id_, name, workdir, mode='train', **overrides):
@@ -41,6 +43,12 @@ def jobs(root):
           _job('dit', 'itvm_imagenet', root / 'dit', **{'model.name': 'dit',
                                                         'teacher.workdir': str(root / 'fm_imagenet'),
                                                         'train.init_from_teacher': False})]
+  if os.path.exists(SHARED_MNIST):
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    with np.load(SHARED_MNIST) as f:
+      np.savez(root / 'mnist512.npz', images=f['images'][:512], labels=f['labels'][:512])
+    out.append(_job('lsd_mnist', 'lsd_mnist', root / 'lsd_mnist',
+                    **{'data.path': str(root / 'mnist512.npz')}))
   weights, stats = str(root / 'inception.pickle'), str(root / 'stats.npz')
   fid_on = {'eval.fid_weights': weights, 'eval.fid_stats': stats}
   out += [{'id': 'fid_weights', 'mode': 'fid_weights', 'path': weights},

@@ -23,6 +23,7 @@ from flowmap_jax.data import images
 from flowmap_jax.evaluation import fid
 from test_pipeline import REPO
 
+import image_runs
 from image_runs import IMAGE_CONFIGS
 
 
@@ -55,6 +56,17 @@ def test_image_config_smoke_trains_and_writes_a_grid(name, runs):
     assert 'FID is off' in (workdir / 'eval.md').read_text()
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['2']
   assert list((workdir / 'checkpoints' / '2').glob('data/process_0-of-1.json'))  # grain state
+
+
+@pytest.mark.skipif(not os.path.exists(image_runs.SHARED_MNIST),
+                    reason=f'{image_runs.SHARED_MNIST} is absent: no real MNIST on this machine')
+def test_lsd_mnist_smoke_trains_on_real_digits(runs):
+  """lsd_mnist:smoke on a 512-image subset of real MNIST: one channel from file to grid."""
+  results = _ok(runs, 'lsd_mnist')
+  assert results['step'] == 2
+  config = json.loads((runs[0] / 'lsd_mnist' / 'config.json').read_text())
+  assert config['data']['name'] == 'npz' and config['data']['channels'] == 1
+  assert (runs[0] / 'lsd_mnist' / 'plots' / 'samples.png').stat().st_size > 0
 
 
 def test_dit_student_distils_a_unet_teacher(runs):

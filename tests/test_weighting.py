@@ -104,3 +104,21 @@ def test_learned_weighting_trains_checkpoints_and_resumes(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_from_before_the_weighting_field_restores(tmp_path):
+  """A run checkpointed before TrainState had `weighting` resumes (with no learned weighting) instead
+  of having its checkpoints set aside as unreadable."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  c = config_io.load('configs/lsd_checkerboard.py:smoke')
+  exp = state_lib.Experiment(c)
+  state = exp.init_state()
+  older = {k: v for k, v in vars(state).items() if k != 'weighting'}   # the old layout
+  mngr = checkpoint.manager(str(tmp_path))
+  mngr.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(older)), force=True)
+  mngr.wait_until_finished()
+  restored = checkpoint.restore_latest(checkpoint.manager(str(tmp_path)), exp.abstract_state())
+  assert restored is not None and restored.weighting == {}
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored.params)):
+    np.testing.assert_array_equal(a, b)
+  assert not (tmp_path / 'checkpoints_unreadable').exists()

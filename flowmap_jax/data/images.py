@@ -1,16 +1,26 @@
-"""Image data sets through `tfds.data_source` (ArrayRecord files in `data_dir`) and grain.
+"""Image data sets through grain: tfds sets (`tfds.data_source`, ArrayRecord files in `data_dir`) and
+two local sources, `data.name='npz'` and `data.name='folder'` with `data.path`.
 
-Nothing downloads here: a data set must be prepared first with
+Nothing downloads here: a tfds set must be prepared first with
 `tfds build <name> --file_format=array_record --data_dir <data_dir>` (ImageNet from the manually
-downloaded ILSVRC2012 tars, see README). Each JAX process reads its own shard of the (globally
-shuffled) records, reshuffled every epoch; the grain iterator's state is checkpointed with the run,
-so a resumed run continues with the same data order.
+downloaded ILSVRC2012 tars, see README). A local source is
+- `npz`: an `.npz` holding `images`, uint8 (N, H, W) or (N, H, W, C), and optionally `labels`
+  (integers, (N,));
+- `folder`: PNG/JPEG files, either one subfolder per class (torchvision's ImageFolder: classes are the
+  sorted subfolder names) or a flat folder without labels.
+Each JAX process reads its own shard of the (globally shuffled) records, reshuffled every epoch; the
+grain iterator's state is checkpointed with the run, so a resumed run continues with the same data
+order. Problems with a file (a missing key, a wrong dtype or rank, an unreadable image, an empty
+folder) raise DataError naming the file, which the entry point reports with exit code 2.
 
-Batches are host numpy: {'image': uint8 (b, H, W, 3), 'label': int32 (b,)}. The conversion to
+Batches are host numpy: {'image': uint8 (b, H, W, C), 'label': int32 (b,)}, C = 3, or 1 for a
+grayscale set (MNIST, a grayscale npz or `data.channels=1`), which stays one channel through the
+networks. The conversion to
 [-1, 1] happens on device (`to_unit_range`), which sends a quarter of the bytes from host to device.
 The same uint8 images are the reference images of FID, so model samples are quantised to them.
 """
 import dataclasses
+import os
 from typing import Optional
 
 import grain
@@ -20,14 +30,21 @@ from PIL import Image
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  tfds_name: str
-  num_classes: int              # 0: no labels in the data set
+  tfds_name: Optional[str]      # None: a local source (data.path)
+  num_classes: int              # 0: no labels in the data set; local sources: data.num_classes
   crop: Optional[int] = None    # center crop side before resizing (CelebA: 140)
   native_size: Optional[int] = None  # stored resolution when fixed
   eval_split: str = 'train'     # FID reference statistics are over the training set
+  channels: Optional[int] = 3   # None: data.channels (local sources)
 
+
+LOCAL = ('npz', 'folder')
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 DATASETS = {
+    'npz': Spec(None, 0, channels=None),
+    'folder': Spec(None, 0, channels=None),
+    'mnist': Spec('mnist', 10, native_size=28, channels=1),
     'cifar10': Spec('cifar10', 10, native_size=32),
     'celeb_a': Spec('celeb_a', 0, crop=140),
     'imagenet2012': Spec('imagenet2012', 1000),
@@ -40,17 +57,33 @@ class DataNotPrepared(RuntimeError):
   pass
 
 
+class DataError(DataNotPrepared):
+  """A local data file that cannot be used as it is (the message names the file and the problem)."""
+
+
 def is_image(data_config):
   return data_config.name in DATASETS
 
 
+def channels(data_config):
+  """3, or 1 for a grayscale set: the set's own for tfds sets, data.channels for local ones."""
+  spec = DATASETS[data_config.name]
+  return spec.channels if spec.channels else int(data_config.get('channels', 3))
+
+
 def image_shape(data_config):
-  return (data_config.image_size, data_config.image_size, 3)
+  return (data_config.image_size, data_config.image_size, channels(data_config))
+
+
+def labels_of(data_config):
+  """How many classes the data have: the set's own, or data.num_classes for a local source."""
+  spec = DATASETS[data_config.name]
+  return int(data_config.get('num_classes', 0)) if spec.tfds_name is None else spec.num_classes
 
 
 def num_classes(data_config):
   """The label count a class-conditional model embeds (0 when data.class_conditional is off)."""
-  return DATASETS[data_config.name].num_classes if data_config.class_conditional else 0
+  return labels_of(data_config) if data_config.class_conditional else 0
 
 
 def prepare_command(data_config):
@@ -61,10 +94,112 @@ def prepare_command(data_config):
   return f'tfds build {name} --file_format=array_record{d}{manual}'
 
 
+class NpzSource:
+  """Random access to the `images` (and `labels`) of an `.npz` file, checked when opened."""
+
+  def __init__(self, path, data_config):
+    self.path = path
+    try:
+      with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'{path}: not a readable .npz file ({type(e).__name__}: {e}).') from None
+    if 'images' not in arrays:
+      raise DataError(f'{path}: no array named "images" (it has {sorted(arrays)}); an image .npz '
+                      'holds images, uint8 (N, H, W) or (N, H, W, C), and optionally labels (N,).')
+    images = arrays['images']
+    if images.dtype != np.uint8:
+      raise DataError(f'{path}: images have dtype {images.dtype}; they must be uint8 in [0, 255].')
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+      raise DataError(f'{path}: images have shape {arrays["images"].shape}; expected (N, H, W) or '
+                      '(N, H, W, C) with C 1 or 3 and N > 0.')
+    self.images = images
+    self.labels = arrays.get('labels')
+    if self.labels is not None:
+      if (self.labels.shape != (len(images),) or not np.issubdtype(self.labels.dtype, np.integer)):
+        raise DataError(f'{path}: labels have shape {self.labels.shape} and dtype '
+                        f'{self.labels.dtype}; expected integers of shape ({len(images)},).')
+    _check_labels(path, self.labels, data_config)
+    _check_channels(path, images.shape[-1], data_config)
+
+  def __len__(self):
+    return len(self.images)
+
+  def __getitem__(self, i):
+    return {'image': self.images[i], 'label': 0 if self.labels is None else int(self.labels[i])}
+
+
+class FolderSource:
+  """Random access to the PNG/JPEG files of a folder: one subfolder per class, or flat (no labels)."""
+
+  def __init__(self, path, data_config):
+    root = os.path.abspath(path)
+    if not os.path.isdir(root):
+      raise DataError(f'{path}: not a folder (data.name=folder reads a folder of images).')
+    is_image_file = lambda f: f.lower().endswith(IMAGE_SUFFIXES)
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    files, labels = [], []
+    for k, c in enumerate(classes):
+      for dirpath, _, names in sorted(os.walk(os.path.join(root, c))):
+        for name in sorted(filter(is_image_file, names)):
+          files.append(os.path.join(dirpath, name))
+          labels.append(k)
+    if not files:   # no class subfolders with images: a flat folder without labels
+      classes = []
+      files = [os.path.join(root, f) for f in sorted(os.listdir(root)) if is_image_file(f)]
+      labels = [0] * len(files)
+    if not files:
+      raise DataError(f'{path}: no images (.png, .jpg, .jpeg) in the folder or its subfolders.')
+    self.files, self.labels, self.classes = files, np.asarray(labels), classes
+    self.channels = channels(data_config)
+    _check_labels(path, self.labels if classes else None, data_config,
+                  what=f'{len(classes)} class subfolders')
+
+  def __len__(self):
+    return len(self.files)
+
+  def __getitem__(self, i):
+    try:
+      with Image.open(self.files[i]) as im:
+        image = np.asarray(im.convert('L' if self.channels == 1 else 'RGB'))
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'{self.files[i]}: not a readable image ({type(e).__name__}: {e}).') from None
+    if image.ndim == 2:
+      image = image[..., None]
+    return {'image': image, 'label': int(self.labels[i])}
+
+
+def _check_labels(path, labels, data_config, what='labels'):
+  if not data_config.class_conditional:
+    return
+  n = labels_of(data_config)
+  if labels is None:
+    raise DataError(f'{path}: has no labels, but data.class_conditional=True; turn it off or give '
+                    'labels (an npz array "labels", or one subfolder per class).')
+  if labels.min() < 0 or labels.max() >= n:
+    raise DataError(f'{path}: {what} give labels {int(labels.min())}..{int(labels.max())}, but '
+                    f'data.num_classes={n}; set it to {int(labels.max()) + 1}.')
+
+
+def _check_channels(path, c, data_config):
+  if c != channels(data_config):
+    raise DataError(f'{path}: images have {c} channel(s), but data.channels={channels(data_config)}.')
+
+
 def source(data_config, split='train'):
-  """The random-access tfds source of the data set; DataNotPrepared says how to build it."""
+  """The random-access source of the data set: a local file or folder (data.path), or tfds (its
+  split); DataNotPrepared says how to build a missing tfds set, DataError what is wrong with a file."""
+  spec = DATASETS[data_config.name]
+  if spec.tfds_name is None:
+    path = data_config.get('path', '')
+    if not path or not os.path.exists(path):
+      raise DataError(f'data.path={path!r} does not exist: data.name={data_config.name!r} reads '
+                      f'{"an .npz file" if data_config.name == "npz" else "a folder of images"}.')
+    return (NpzSource if data_config.name == 'npz' else FolderSource)(path, data_config)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  name = DATASETS[data_config.name].tfds_name
+  name = spec.tfds_name
   try:
     return tfds.data_source(name, split=split, data_dir=data_config.data_dir or None,
                             download=False)
@@ -81,11 +216,13 @@ def source(data_config, split='train'):
 
 
 def center_crop_resize(image, size, crop=None):
-  """uint8 HWC -> size × size uint8. With `crop`, a centred crop × crop window first (CelebA);
-  otherwise ADM's preprocessing: box-halve while the short side is ≥ 2·size, bicubic to a short side
-  of `size`, centre crop."""
+  """uint8 HWC -> size × size uint8 (C kept). With `crop`, a centred crop × crop window first
+  (CelebA); otherwise ADM's preprocessing: box-halve while the short side is ≥ 2·size, bicubic to a
+  short side of `size`, centre crop."""
   if image.shape[0] == size and image.shape[1] == size and crop is None:
     return image
+  if image.ndim == 3 and image.shape[-1] == 1:   # PIL's grayscale images have no channel axis
+    return center_crop_resize(image[..., 0], size, crop)[..., None]
   pil = Image.fromarray(image)
   if crop is not None:
     w, h = pil.size
@@ -102,15 +239,18 @@ def center_crop_resize(image, size, crop=None):
 
 
 class Preprocess(grain.transforms.Map):
-  """A tfds record -> {'image': uint8 (H, W, 3), 'label': int32}."""
+  """A record -> {'image': uint8 (H, W, C), 'label': int32}."""
 
   def __init__(self, data_config):
     self.spec = DATASETS[data_config.name]
     self.size = data_config.image_size
+    self.labelled = labels_of(data_config) > 0
 
   def map(self, record):
-    image = center_crop_resize(np.asarray(record['image']), self.size, self.spec.crop)
-    label = np.int32(record['label']) if self.spec.num_classes else np.int32(0)
+    image = np.asarray(record['image'])
+    image = center_crop_resize(image if image.ndim == 3 else image[..., None], self.size,
+                               self.spec.crop)
+    label = np.int32(record['label']) if self.labelled else np.int32(0)
     return {'image': image, 'label': label}
 
 

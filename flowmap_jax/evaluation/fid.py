@@ -136,10 +136,13 @@ class InceptionE(nn.Module):
 
 
 class InceptionV3(nn.Module):
-  """uint8 images (B, H, W, 3) -> pool3 features (B, 2048)."""
+  """uint8 images (B, H, W, 3) -> pool3 features (B, 2048). Grayscale (B, H, W, 1) is repeated to
+  three channels, as FID of grayscale sets is computed."""
 
   @nn.compact
   def __call__(self, images):
+    if images.shape[-1] == 1:
+      images = jnp.repeat(images, 3, axis=-1)
     x = images.astype(jnp.float32) / 127.5 - 1.0
     # Plain bilinear (half-pixel centres, no antialiasing when shrinking), as pytorch-fid resizes.
     x = jax.image.resize(x, (x.shape[0], 299, 299, 3), method='bilinear', antialias=False)

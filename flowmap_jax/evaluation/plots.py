@@ -40,9 +40,10 @@ def save_png(image, path):
 
 
 def image_grid(rows, pad=2):
-  """One uint8 mosaic of {label: uint8 (n, H, W, 3)}: each entry a row, in order, `pad` pixels of
-  white between images."""
+  """One uint8 RGB mosaic of {label: uint8 (n, H, W, C)}: each entry a row, in order, `pad` pixels of
+  white between images; grayscale (C = 1) is shown as gray RGB."""
   rows = [np.asarray(r) for r in rows.values()]
+  rows = [np.repeat(r, 3, axis=-1) if r.shape[-1] == 1 else r for r in rows]
   n, H, W, C = rows[0].shape
   grid = np.full((len(rows) * (H + pad) + pad, n * (W + pad) + pad, C), 255, np.uint8)
   for i, row in enumerate(rows):

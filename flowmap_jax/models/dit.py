@@ -20,7 +20,7 @@ xavier = nn.initializers.xavier_uniform()
 normal002 = nn.initializers.normal(0.02)
 
 # name: (hidden width, depth, heads), as in the DiT paper; 'T' (tiny) is ours, for smoke runs.
-SIZES = {'T': (64, 2, 2), 'S': (384, 12, 6), 'B': (768, 12, 12), 'L': (1024, 24, 16),
+SIZES = {'T': (64, 2, 2), 'XS': (192, 6, 3), 'S': (384, 12, 6), 'B': (768, 12, 12), 'L': (1024, 24, 16),
          'XL': (1152, 28, 16)}
 
 
