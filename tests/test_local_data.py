@@ -188,3 +188,22 @@ def test_mnist_itvm_smoke_through_the_entry_point(tmp_path):
   assert 'Digit accuracy' in (tmp_path / 'itvm' / 'eval.md').read_text()
   grid = np.asarray(Image.open(tmp_path / 'itvm' / 'plots' / 'samples.png'))
   assert grid.shape[1] > grid.shape[0]   # 10 class columns, 4 step rows
+
+
+@pytest.mark.skipif(not os.path.exists(SHARED), reason=f'{SHARED} is absent: the shared MNIST '
+                    'file is not on this machine')
+def test_images_notebook_runs_end_to_end_at_smoke_size(tmp_path, monkeypatch):
+  """notebooks/flowmap_jax_images_colab.ipynb on 512 real digits, tiny networks, CPU."""
+  import nbclient  # pylint: disable=g-import-not-at-top
+  import nbformat  # pylint: disable=g-import-not-at-top
+  with np.load(SHARED) as f:
+    np.savez(tmp_path / 'mnist512.npz', images=f['images'][:512], labels=f['labels'][:512])
+  monkeypatch.setenv('FLOWMAP_MNIST_NPZ', str(tmp_path / 'mnist512.npz'))
+  monkeypatch.setenv('FLOWMAP_NOTEBOOK_SMOKE', '1')
+  monkeypatch.setenv('XLA_FLAGS', '')
+  nb = nbformat.read(os.path.join(REPO, 'notebooks', 'flowmap_jax_images_colab.ipynb'),
+                     as_version=4)
+  nbclient.NotebookClient(nb, timeout=600, kernel_name='python3',
+                          resources={'metadata': {'path': REPO}}).execute()
+  outputs = ''.join(str(o) for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
+  assert 'image/png' in outputs and 'Digit accuracy' in outputs and 'test accuracy' in outputs
