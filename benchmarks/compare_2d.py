@@ -228,6 +228,8 @@ def main():
   ap.add_argument('--convergence', type=ints, default=None,
                   help='training budgets: 1-step KL against steps instead of the study')
   ap.add_argument('--results', action='store_true', help='write tables and plots into RESULTS.md')
+  ap.add_argument('--section', default='', help="RESULTS.md section title (default: the study's "
+                  'budget)')
   args = ap.parse_args()
   command = 'python benchmarks/compare_2d.py ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
   t0 = time.time()
@@ -248,15 +250,16 @@ def main():
     md = markdown(rows, args.eval_steps, len(args.seeds))
     print(f'\n{data}\n{md}')
     if args.results:
-      png = os.path.join(HERE, 'plots', f'study_{data}.png')
+      png = os.path.join(HERE, 'plots', f'study_{data}_{args.steps}.png')
       have = sorted({len(v) for by_n in rows.values() for v in by_n.values()}) or [0]
       seeds_shown = (f'{have[0]}' if have[0] == have[-1] else f'{have[0]}-{have[-1]}')
       plot(rows, args.eval_steps, f'{data}, mean ± std over {seeds_shown} seeds', png)
-      sections.append(f'### {data}\n\n{md}\n\n![{data}](plots/study_{data}.png)')
+      sections.append(f'### {data}\n\n{md}\n\n![{data}](plots/study_{data}_{args.steps}.png)')
   total = time.time() - t0
   print(f'\nWall time of this invocation {total:.0f} s')
   if args.results:
-    write_results('2-D study: the losses at equal budget, over data sets and seeds', (
+    write_results(args.section or f'2-D study at {args.steps} distillation steps: the losses over '
+                  'data sets and seeds', (
         f'Command: `{command}`\n\nKL(data ‖ model) on {args.num_samples:,} samples, mean ± std '
         f'over {seeds}; 4×256 MLP, batch 2048; distillation: {args.steps} steps from the '
         f"teacher's weights; self-distillation: {args.self_steps} steps from scratch; each loss "
