@@ -5,10 +5,11 @@ The teacher (configs/fm_checkerboard.py, on this config's data) is trained first
 beside it. The student starts from the teacher's weights and trains 4000 steps of Adam at 1e-3 with
 cosine decay, half of each batch diagonal (the teacher's weights already know the diagonal).
 
-Measured (1/2/8-step KL, 500k samples, teacher ODE 0.184): 0.343/0.267/0.195 as here, the run
-taking 8.7 min with its teacher; diag_fraction 0.25 gave 0.327/0.264/0.195 in 10.1 min (more
-off-diagonal work per step) and 5000 steps 0.259/0.248/0.191. A constant 1e-3 for 3000 steps left
-1 step at 0.56 (200k samples). ITVM's options and the evidence behind them: docs/itvm.md.
+Measured (1/2/8-step KL, 500k samples): 0.275/0.254/0.189 as here, against the teacher's adaptive
+ODE at 0.191. With the earlier target EMA of 0.99 (teacher ODE then 0.184) these settings gave
+0.343/0.267/0.195, the run taking 8.7 min with its teacher on an otherwise idle CPU. At that rate,
+diag_fraction 0.25 gave 0.327/0.264/0.195 in 10.1 min (more off-diagonal work per step), 5000 steps
+gave 0.259/0.248/0.191, and a constant 1e-3 for 3000 steps left 1 step at 0.56 (200k samples). ITVM's options and the evidence behind them: docs/itvm.md.
 `--config.loss.itvm.y_source=online` gives its derivative-free LFMD variant.
 """
 import ml_collections

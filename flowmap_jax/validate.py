@@ -101,7 +101,10 @@ def problems_of(config, num_devices=None, num_processes=None):
              'does not have; start from a config of that network.')
   if m.name == 'mlp' and has_block and (m.mlp.width < 1 or m.mlp.depth < 1):
     p.append(f'model.mlp.width={m.mlp.width} and model.mlp.depth={m.mlp.depth} must be >= 1.')
-  if d.name in images.DATASETS:
+  if d.name in images.DATASETS and 'image_size' not in d:
+    p.append(f"data.name={d.name!r} is an image set, but this config's data block is a 2-D one "
+             '(no data.image_size); start from an image config, e.g. configs/fm_mnist.py.')
+  elif d.name in images.DATASETS:
     _image_problems(p, config)
   elif m.name in ('unet', 'adm', 'dit'):
     p.append(f'model.name={m.name!r} is an image network but data.name={d.name!r} is 2-D; use '

@@ -140,7 +140,8 @@ def test_max_bad_steps_skips_and_counts(tmp_path):
 BAD = [  # (override, what the message must say)
     ('--config.loss.name=lsdd', "loss.name='lsdd' is not known"),
     ('--config.model.name=resnet', "model.name='resnet' is not known"),
-    ('--config.data.name=mnist', "data.name='mnist' is not known"),
+    ('--config.data.name=mnits', "data.name='mnits' is not known"),
+    ('--config.data.name=mnist', "data.name='mnist' is an image set, but this config's data block"),
     ('--config.optim.name=sgd', "optim.name='sgd' is not known"),
     ('--config.optim.schedule=step', "optim.schedule='step' is not known"),
     ('--config.loss.time_max=1.5', 'loss.time_max=1.5 must be in [0.0, 1.0]'),
