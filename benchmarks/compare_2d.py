@@ -250,11 +250,13 @@ def main():
     md = markdown(rows, args.eval_steps, len(args.seeds))
     print(f'\n{data}\n{md}')
     if args.results:
-      png = os.path.join(HERE, 'plots', f'study_{data}_{args.steps}.png')
+      # A named section gets plots of its own, so it never overwrites the study's.
+      name = f'study_{data}_{args.steps}' + (f'_{slug(args.section)[:48]}' if args.section else '')
+      png = os.path.join(HERE, 'plots', f'{name}.png')
       have = sorted({len(v) for by_n in rows.values() for v in by_n.values()}) or [0]
       seeds_shown = (f'{have[0]}' if have[0] == have[-1] else f'{have[0]}-{have[-1]}')
       plot(rows, args.eval_steps, f'{data}, mean ± std over {seeds_shown} seeds', png)
-      sections.append(f'### {data}\n\n{md}\n\n![{data}](plots/study_{data}_{args.steps}.png)')
+      sections.append(f'### {data}\n\n{md}\n\n![{data}](plots/{name}.png)')
   total = time.time() - t0
   print(f'\nWall time of this invocation {total:.0f} s')
   if args.results:
