@@ -57,7 +57,7 @@ def mnist_batches(path, batch, seed=0):
 
 def quantities(apply_fn, params, x1, key, tau):
   """{name: array}: what each loss regresses, on one batch of data x1 with its own draws."""
-  k0, k1, k2, k3 = jax.random.split(key, 4)
+  k0, k1, k2 = jax.random.split(key, 3)
   B = x1.shape[0]
   x0 = 0.5 * jax.random.normal(k0, x1.shape)
   st = jnp.sort(jax.random.uniform(k1, (2, B)), axis=0)
@@ -87,7 +87,6 @@ def quantities(apply_fn, params, x1, key, tau):
   q['psd: target'] = 0.5 * v_sm + 0.5 * v_mt
   v, Dv = flow_map.v_and_eulerian(apply_fn, params, s, t, x_s, dI_s)
   q['meanflow: target İ + (t − s) D v'] = dI_s + bcast(t - s, v) * Dv
-  del k3
   return q
 
 

@@ -48,17 +48,15 @@ def _restore_state(mngr, step, abstract_state):
       state=ocp.args.StandardRestore(target))).state
   try:
     return restore(abstract_state)
-  except ValueError:
+  except ValueError as newer_layout_error:
     added = {k: v for k, v in _ADDED_FIELDS.items() if getattr(abstract_state, k) == v}
     if not added:
       raise
     fields = {k: v for k, v in vars(abstract_state).items() if k not in added}
     try:
       older = restore(fields)
-    except Exception:  # pylint: disable=broad-except
-      older = None
-    if older is None:
-      raise
+    except Exception:  # pylint: disable=broad-except  (not the older layout either)
+      raise newer_layout_error from None
     return abstract_state.replace(**older, **added)
 
 

@@ -44,12 +44,16 @@ def _scores(data, samples, energy_n):
           'energy': kl_lib.energy_distance(data[:energy_n], samples[:energy_n])}
 
 
+def sample_labels(exp, key, n):
+  """The uniform labels the samples of `key` are drawn for (None when unconditional)."""
+  return (jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, exp.num_classes)
+          if exp.num_classes else None)
+
+
 def noise_and_labels(exp, key, n):
   """Base noise x0 ~ N(0, σ0² I) from `key` and, for a class-conditional model, uniform labels."""
   x0 = jnp.asarray(exp.sigma0, jnp.float32) * jax.random.normal(key, (n,) + exp.data_shape)
-  y = (jax.random.randint(jax.random.fold_in(key, 1), (n,), 0, exp.num_classes)
-       if exp.num_classes else None)
-  return x0, y
+  return x0, sample_labels(exp, key, n)
 
 
 @functools.lru_cache(maxsize=64)
@@ -304,7 +308,7 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
       out['pixels'] = u8
     return out
 
-  labels_fn = ((lambda k, m: noise_and_labels(exp, k, m)[1]) if exp.num_classes else None)
+  labels_fn = functools.partial(sample_labels, exp) if exp.num_classes else None
 
   def score(run, p):
     feats, nfe = sample_features(run, p, features, key, n, int(e.batch_size), labels_fn)

@@ -1,4 +1,6 @@
 """The learned loss weighting exp(−w_φ(s,t))·ℓ + w_φ(s,t) (docs/losses.md §9), for every loss."""
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,12 +96,10 @@ def test_learned_weighting_trains_checkpoints_and_resumes(tmp_path):
 
   # The same run again from its step-10 checkpoint (the later one removed): it must end the same.
   d = tmp_path / 'resumed'
-  import shutil  # pylint: disable=g-import-not-at-top
   shutil.copytree(tmp_path / 'whole', d)
   shutil.rmtree(d / 'checkpoints' / '20')
   train.train_and_evaluate(c, str(d))
-  d = str(d)
-  resumed = checkpoint.restore_latest(checkpoint.manager(d), exp.abstract_state())
+  resumed = checkpoint.restore_latest(checkpoint.manager(str(d)), exp.abstract_state())
   for a, b in zip(jax.tree.leaves(whole.weighting), jax.tree.leaves(resumed.weighting)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(resumed.params)):
