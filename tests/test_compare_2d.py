@@ -49,3 +49,23 @@ def test_variants_name_options_of_their_loss_or_any_field():
       'itvm', {'loss.itvm.u': 'uniform', 'loss.itvm.tau': '0.1'})
   assert compare_2d.parse_variant('lmd loss.diag_fraction=0.25') == (
       'lmd', {'loss.diag_fraction': '0.25'})
+
+
+def test_itvm_tau_scores_the_teacher_euler_as_the_runs_own_evaluation(monkeypatch, capsys,
+                                                                       tmp_path):
+  """τ = 0.5 puts the teacher's Euler at 2 steps, which the teacher's own eval.json also holds: the
+  script must reproduce it exactly (same data draw, noise and estimator)."""
+  import itvm_tau  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(config_io.REPO_ROOT)
+  monkeypatch.setattr(sys, 'argv', ['itvm_tau.py', '--workdir', str(tmp_path), '--smoke',
+                                    '--datasets', 'two_moons', '--seeds', '0', '--taus', '0.5',
+                                    '--steps', '4', '--num_samples', '10000', '--eval_steps', '1,2'])
+  itvm_tau.main()
+  out = capsys.readouterr().out
+  teacher = json.loads((tmp_path / 'two_moons' / 'seed0' / 'teacher' / 'eval.json').read_text())
+  run = json.loads((tmp_path / 'two_moons' / 'seed0' / 'itvm_ema_rate-0.9_tau-0.5' / 'eval.json')
+                   .read_text())
+  row = next(l for l in out.splitlines() if l.startswith('| two_moons (seed 0) | 0.5 |'))
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  assert cells[2] == f'{run["flow_map"]["1"]["kl"]:.3f}'
+  assert cells[4] == f'{teacher["teacher_euler"]["2"]["kl"]:.3f} (2 steps)'
