@@ -41,8 +41,10 @@ def get_config(arg=None):
       schedule='cosine', warmup_steps=100, sqrt_steps=35_000))
 
   c.train = ml_collections.ConfigDict(dict(
-      num_steps=1500, log_every=50, checkpoint_every=250, keep_checkpoints=2,
-      eval_ema_rates=(0.99, 0.999), init_from_teacher=False, max_bad_steps=0,
+      num_steps=3000, log_every=50, checkpoint_every=250, keep_checkpoints=2,
+      # The EMAs start at the initial weights and keep rate^steps of them: 0.999 after 1500 steps
+      # still held 22 % of the random init (adaptive-ODE samples 69 % recognisable, 0.99's 92 %).
+      eval_ema_rates=(0.99, 0.995), init_from_teacher=False, max_bad_steps=0,
       allow_config_change=False, plot_every=500))
 
   c.teacher = common.teacher()

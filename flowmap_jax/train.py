@@ -76,6 +76,8 @@ def _check_finite(state, config, mngr):
 def train_and_evaluate(config, workdir):
   """Trains (resuming from `workdir` if it holds a run), then evaluates; returns the eval dict."""
   validate.validate(config)
+  for warning in validate.warnings_of(config):
+    logging.warning(warning)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   validate.check_workdir_config(config, workdir)
 

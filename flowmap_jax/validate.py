@@ -4,6 +4,7 @@
 plain messages (no traceback).
 """
 import json
+import math
 import os
 
 import jax
@@ -241,6 +242,24 @@ def _mesh_size(p, mesh, num_devices):
              'devices; sizes must multiply to the device count (use -1 for the rest).')
     return None
   return num_devices
+
+
+def warnings_of(config):
+  """Valid but probably unintended settings, as sentences (train.py logs them)."""
+  w = []
+  t = config.train
+  if t.eval_ema_rates and t.num_steps > 0:
+    # The evaluation EMAs start at the starting weights and have no warm-up: after n steps they
+    # still hold rate^n of them (0.999 after 1500 steps: 22 %).
+    rate = max(t.eval_ema_rates)
+    left = rate ** t.num_steps
+    if left > 0.01:
+      start = "the teacher's" if t.init_from_teacher else 'the random initialisation'
+      w.append(f'train.eval_ema_rates: evaluation samples the slowest EMA ({rate}), which after '
+               f'train.num_steps={t.num_steps} still holds {left:.1%} of its starting weights '
+               f'({start}); for a run this short use a faster rate, e.g. '
+               f'{math.floor(max(0.0, 1 - 5 / t.num_steps) * 1000) / 1000:g}, or more steps.')
+  return w
 
 
 def validate(config, **kw):

@@ -189,7 +189,19 @@ def test_all_problems_are_reported_at_once():
   assert len(validate.problems_of(config)) == 3
 
 
+def test_an_evaluation_ema_still_holding_its_start_is_warned_about():
+  """The EMAs start at the starting weights: 0.999 over 1500 steps keeps 22 % of a random init
+  (on MNIST its ODE samples were 66 % recognisable, against 92 % for the 0.99 EMA)."""
+  config = smoke('fm', **{'train.num_steps': 1500, 'train.eval_ema_rates': (0.99, 0.999)})
+  (warning,) = validate.warnings_of(config)
+  assert '(0.999)' in warning and '22.3% of its starting weights' in warning, warning
+  assert 'the random initialisation' in warning and 'e.g. 0.996,' in warning
+  config = smoke('fm', **{'train.num_steps': 1500, 'train.eval_ema_rates': (0.99, 0.996)})
+  assert validate.warnings_of(config) == []  # 0.996^1500 = 0.25 %
+
+
 def test_workdir_of_another_config_is_not_resumed(tmp_path):
+
   train.train_and_evaluate(smoke('lsd'), str(tmp_path))
   with pytest.raises(validate.ConfigError, match=r"optim.lr: 0.001 -> 0.002"):
     train.train_and_evaluate(smoke('lsd', **{'optim.lr': 2e-3}), str(tmp_path))
