@@ -36,7 +36,7 @@ def get_config(arg=None):
       schedule='cosine', warmup_steps=0, sqrt_steps=35_000))
 
   c.train = ml_collections.ConfigDict(dict(
-      num_steps=1500, log_every=50, checkpoint_every=250, keep_checkpoints=2,
+      num_steps=1000, log_every=50, checkpoint_every=250, keep_checkpoints=2,
       eval_ema_rates=(0.99, 0.995),  # short run: rate^steps of the start left (configs/fm_mnist.py) init_from_teacher=True, max_bad_steps=0,
       allow_config_change=False, plot_every=500))
 
