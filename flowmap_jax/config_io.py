@@ -38,10 +38,28 @@ def to_dict(config):
   return json.loads(config.to_json())
 
 
+# Fields added after runs were saved, with the value that does what those runs did: a config.json
+# without them reads as if it had them (so the run resumes and its teacher loads).
+ADDED_FIELDS = {'loss.weighting': 'none', 'loss.itvm.short_target': 'terminal'}
+
+
+def with_added_fields(d):
+  """A config dict (nested, as in config.json) with ADDED_FIELDS filled in where their block
+  exists and they do not."""
+  for key, value in ADDED_FIELDS.items():
+    *path, field = key.split('.')
+    node = d
+    for p in path:
+      node = node.get(p) if isinstance(node, dict) else None
+    if isinstance(node, dict) and field not in node:
+      node[field] = value
+  return d
+
+
 def from_json(text):
   """The ConfigDict of `to_dict`'s JSON (a workdir's config.json), its lists tuples again."""
   def tuples(v):
     if isinstance(v, dict):
       return {k: tuples(x) for k, x in v.items()}
     return tuple(tuples(x) for x in v) if isinstance(v, list) else v
-  return ml_collections.ConfigDict(tuples(json.loads(text)))
+  return ml_collections.ConfigDict(tuples(with_added_fields(json.loads(text))))

@@ -277,7 +277,7 @@ def check_workdir_config(config, workdir):
   path = epath.Path(workdir) / 'config.json'
   new = config_io.to_dict(config)
   if path.exists():
-    old = json.loads(path.read_text())
+    old = config_io.with_added_fields(json.loads(path.read_text()))
     a, b = config_io.flatten(old), config_io.flatten(new)
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES))

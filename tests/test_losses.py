@@ -80,6 +80,26 @@ def test_itvm_options_run(mlp, loss_config, u, target, y_source):
   assert np.isfinite(float(loss)) and float(aux['loss/term']) > 0 and float(aux['loss/init']) > 0
 
 
+def test_itvm_heun_short_target_is_the_teachers_heun_step(mlp, loss_config):
+  """τ = 1 makes every off-diagonal pair short (u = s): the terminal term is then exactly
+  ‖v_θ(s,t,x_s) − ½(b_s(x_s) + b_t(x_s + (t − s) b_s(x_s)))‖², on the loss's own draw."""
+  from flowmap_jax.losses import common  # pylint: disable=g-import-not-at-top
+  apply_fn, params, teacher, x0, x1 = mlp
+  c = loss_config
+  c.itvm.tau, c.itvm.short_target = 1.0, 'heun'
+  rng = jax.random.key(3)
+  _, aux = losses.get('itvm')(apply_fn, params, x0, x1, rng, config=c, teacher=teacher)
+  d = common.draw(x0, x1, jax.random.split(rng)[0], c)
+  s, t, x_s = d.off(d.s), d.off(d.t), d.off(d.x_s)
+  b_s = teacher(s, x_s, None)
+  heun = 0.5 * (b_s + teacher(t, x_s + (t - s)[:, None] * b_s, None))
+  want = jnp.mean(jnp.sum((apply_fn(params, s, t, x_s, None) - heun) ** 2, axis=-1))
+  np.testing.assert_allclose(float(aux['loss/term']), float(want), rtol=1e-5)
+  c.itvm.short_target = 'terminal'  # the EMA target (here θ itself): nothing to match
+  _, aux = losses.get('itvm')(apply_fn, params, x0, x1, rng, config=c, teacher=teacher)
+  assert float(aux['loss/term']) < 1e-10
+
+
 def test_itvm_online_y_sends_gradient_through_both_ends(mlp, loss_config):
   """y_source=online: (X_θ(s,t) − X_θ(s,u))/(t − u) is differentiated at both ends. With θ⁻ = θ
   the loss value equals the ema variant's, and the gradients differ by the y end's contribution."""

@@ -70,6 +70,22 @@ def test_itvm_teacher_target_is_order_tau(loss_config, case):
     assert terms[1] < 0.05 * terms[0], terms
 
 
+@pytest.mark.parametrize('case', CASES[:2])
+def test_itvm_heun_short_target_is_second_order(loss_config, case):
+  """With short_target=heun the pairs with t − s ≤ τ regress on the teacher's Heun step, which
+  misses the exact average velocity by O((t − s)²): at the exact map their share of the terminal term
+  falls like τ⁵ (τ⁴ per pair, a fraction τ of the pairs), far below the teacher target's O(τ)."""
+  with jax.enable_x64(True):
+    truth = go.make(*case)
+    x0, x1 = go.sample(jax.random.key(0), truth, 512)
+    run = lambda over: float(losses.get('itvm')(
+        go.average_velocity, truth, x0, x1, jax.random.key(1), config=_config(loss_config, over),
+        teacher=go.teacher(truth))[1]['loss/term'])
+    heun = [run({'itvm.short_target': 'heun', 'itvm.tau': tau}) for tau in (0.2, 0.05)]
+    assert 0 < heun[1] < 4 ** -4 * heun[0], heun
+    assert heun[1] < 1e-3 * run({'itvm.terminal_target': 'teacher', 'itvm.tau': 0.05})
+
+
 @pytest.mark.parametrize('name', ['fm', 'meanflow'])
 @pytest.mark.parametrize('case', [CASES[0], CASES[2]])
 def test_noisy_losses_have_zero_expected_gradient_at_truth(loss_config, name, case):

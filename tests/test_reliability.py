@@ -200,6 +200,21 @@ def test_an_evaluation_ema_still_holding_its_start_is_warned_about():
   assert validate.warnings_of(config) == []  # 0.996^1500 = 0.25 %
 
 
+def test_a_run_saved_before_a_field_was_added_resumes(tmp_path):
+  """config.json of a run older than config_io.ADDED_FIELDS reads as if it had their defaults."""
+  train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 2, 'eval.steps': (1,)}),
+                           str(tmp_path))
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  del saved['loss']['itvm']['short_target'], saved['loss']['weighting']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  results = train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 4, 'eval.steps': (1,)}),
+                                     str(tmp_path))
+  assert results['step'] == 4
+  with pytest.raises(validate.ConfigError, match="loss.itvm.short_target: 'terminal' -> 'heun'"):
+    train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 6, 'eval.steps': (1,),
+                                              'loss.itvm.short_target': 'heun'}), str(tmp_path))
+
+
 def test_workdir_of_another_config_is_not_resumed(tmp_path):
 
   train.train_and_evaluate(smoke('lsd'), str(tmp_path))

@@ -8,7 +8,13 @@ y = X_{θ⁻}(s, u, x_s) and θ⁻ the loss's target EMA:
   + w_term ‖(X_θ(s, t, x_s) − y) / (t − u) − sg v_{θ⁻}(u, t, y)‖²         (terminal average velocity)
 
 and ‖v_θ(t, t, x_t) − b_t(x_t)‖² on the diagonal examples. Options: `itvm.u`, `itvm.terminal_target`
-(`ema` | `teacher`: b_t(y)), `itvm.y_source` (`ema` | `online`: y with gradient, a derivative-free LFMD).
+(`ema` | `teacher`: b_t(y)), `itvm.y_source` (`ema` | `online`: y with gradient, a derivative-free LFMD),
+`itvm.short_target` (`terminal` | `heun`: the pairs with u = s, see below).
+
+The pairs with u = s (t − s ≤ τ for u = t − τ or s + τ) are ITVM's blind spot: y = x_s, the terminal
+term is ‖v_θ(s,t,x_s) − sg v_θ⁻(s,t,x_s)‖² and carries nothing from the teacher. `short_target=heun`
+gives them the teacher's Heun step instead, ½(b_s(x_s) + b_t(x_s + (t − s) b_s(x_s))), the average
+velocity over [s, t] to O((t − s)²) (docs/itvm.md, "The blind spot").
 """
 import jax
 import jax.numpy as jnp
@@ -26,6 +32,7 @@ OPTIONS = {
     'tau': common.Option(0.05, lo=0.0, hi=1.0, lo_open=True),
     'terminal_target': common.Option('ema', choices=('ema', 'teacher')),
     'y_source': common.Option('ema', choices=('ema', 'online')),
+    'short_target': common.Option('terminal', choices=('terminal', 'heun')),
     # θ⁻, the target EMA: 0.9 was best at 1 step on all three 2-D data sets (docs/itvm.md).
     'ema_rate': common.Option(0.9, lo=0.0, hi=1.0, hi_open=True),
     'w_init': common.Option(1.0, lo=0.0),
@@ -75,6 +82,13 @@ def itvm_loss(apply_fn, params, x0, x1, rng, *, config, ema_params=None, teacher
   b_out = common.apply_many(teacher, teacher_in)
   if c.terminal_target == 'teacher':
     target = b_out[1]
+  if c.short_target == 'heun':
+    b_s = d.off(b_out[0])
+    heun = 0.5 * (b_s + teacher(t, x_s + bcast(t - s, b_s) * b_s, y_o))
+    target = jnp.where(bcast(u <= s, target), heun, target)
+  elif c.short_target != 'terminal':
+    raise ValueError(f"Unknown loss.itvm.short_target {c.short_target!r}; known: "
+                     f"{OPTIONS['short_target'].choices}.")
 
   init = common.sqnorm(v_init - sg(b_out[0]))
   # X_θ(s,t,x_s) − y = (t − s) v_θ(s,t,x_s) − (u − s) v(s,u,x_s): written without the shared x_s and
