@@ -15,6 +15,7 @@ same estimator, data draw and noise as the runs' own evaluation (evaluate.evalua
       --seeds 0 --taus 0.025,0.05,0.1 --steps 8000 --results
 """
 import argparse
+import functools
 import os
 import shlex
 import sys
@@ -26,9 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_2d  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from flowmap_jax import evaluate  # pylint: disable=wrong-import-position
-from flowmap_jax import sampling  # pylint: disable=wrong-import-position
 from flowmap_jax import teacher as teacher_lib  # pylint: disable=wrong-import-position
-from flowmap_jax.data import toy  # pylint: disable=wrong-import-position
 from flowmap_jax.losses import itvm  # pylint: disable=wrong-import-position
 
 
@@ -41,17 +40,31 @@ def variant(tau):
 
 def teacher_euler_kl(data_name, seed, num_steps, args):
   """KL of the (data, seed) teacher's Euler at `num_steps`, drawn as evaluate.evaluate draws."""
+  key = (data_name, seed, args.workdir, args.smoke, args.num_samples, tuple(args.eval_steps),
+         args.steps)
+  texp, tparams, c = _teacher(*key)
+  data, _, k_noise = _draws(*key)
+  x = evaluate.euler_samples(texp, tparams, k_noise, c.eval.num_samples, num_steps,
+                             c.eval.batch_size)
+  return evaluate.scores(data, x, c.eval.energy_samples)['kl']
+
+
+# Loaded and drawn once per (data set, seed), whatever the number of τ (the arguments are hashable
+# so lru_cache can key on them).
+@functools.lru_cache(maxsize=None)
+def _teacher(data_name, seed, workdir, smoke, num_samples, eval_steps, steps):
+  args = argparse.Namespace(workdir=workdir, smoke=smoke, num_samples=num_samples,
+                            eval_steps=list(eval_steps), steps=steps, self_steps=steps)
   c = compare_2d.variant_config(variant(0.05), data_name, seed, args)
-  root = os.path.join(args.workdir, data_name, f'seed{seed}')
+  root = os.path.join(workdir, data_name, f'seed{seed}')
   c.teacher.workdir = os.path.join(root, 'teacher')
   teacher = teacher_lib.load(c, os.path.join(root, 'unused'), require_existing=True)
-  e = c.eval
-  k_data, _, k_noise = jax.random.split(jax.random.key(c.seed + 10_000), 3)
-  draw = jax.jit(lambda key, n: toy.sample(c.data.name, key, n), static_argnums=1)
-  data = sampling.in_batches(draw, k_data, e.num_samples, e.batch_size)
-  x = evaluate._samples(teacher.exp, 'euler', jax.device_get(teacher.params), k_noise,  # pylint: disable=protected-access
-                        e.num_samples, e.batch_size, num_steps)
-  return evaluate._scores(data, x, e.energy_samples)['kl']  # pylint: disable=protected-access
+  return teacher.exp, jax.device_get(teacher.params), c
+
+
+@functools.lru_cache(maxsize=None)
+def _draws(*key):
+  return evaluate.draws(_teacher(*key)[2])
 
 
 def main():

@@ -39,7 +39,8 @@ def _estimator(config):
           'steps': [int(n) for n in e.steps]}
 
 
-def _scores(data, samples, energy_n):
+def scores(data, samples, energy_n):
+  """KL(data ‖ samples) and the energy distance on the first energy_n of each (docs/evaluation.md)."""
   return {'kl': kl_lib.kl(data, samples),
           'energy': kl_lib.energy_distance(data[:energy_n], samples[:energy_n])}
 
@@ -93,17 +94,22 @@ def flow_map_samples(exp, params, rng, n, num_steps, batch_size):
   return _samples(exp, 'flow_map', params, rng, n, batch_size, num_steps)
 
 
+def euler_samples(exp, params, rng, n, num_steps, batch_size):
+  """The velocity's Euler samples at num_steps, from the same noise flow_map_samples uses."""
+  return _samples(exp, 'euler', params, rng, n, batch_size, num_steps)
+
+
 def teacher_scores(texp, tparams, data, rng, config):
   """Teacher Euler at each step count and its adaptive ODE, scored against `data`."""
   e = config.eval
   out = {'teacher_euler': {}}
   panels = {}
   for n in e.steps:
-    x = _samples(texp, 'euler', tparams, rng, e.num_samples, e.batch_size, n)
-    out['teacher_euler'][str(n)] = _scores(data, x, e.energy_samples)
+    x = euler_samples(texp, tparams, rng, e.num_samples, n, e.batch_size)
+    out['teacher_euler'][str(n)] = scores(data, x, e.energy_samples)
     panels[f'Euler {n}'] = x
   x, nfes = _samples(texp, 'ode', tparams, rng, e.num_samples, e.batch_size)
-  out['teacher_ode'] = dict(_scores(data, x, e.energy_samples), nfe=float(np.mean(nfes)))
+  out['teacher_ode'] = dict(scores(data, x, e.energy_samples), nfe=float(np.mean(nfes)))
   panels[f'{e.teacher_ode} ({out["teacher_ode"]["nfe"]:.0f} NFE)'] = x
   return out, panels
 
@@ -143,6 +149,17 @@ def reference(exp, params, teacher):
   return Reference(teacher.exp, jax.device_get(teacher.params), c.teacher.guidance, teacher.workdir)
 
 
+def draws(config):
+  """(data, floor_data, noise_key): the evaluation's fixed draws for a 2-D config, the same for
+  every run with the config's data set and seed, so runs (and benchmarks) score on equal terms."""
+  e = config.eval
+  k_data, k_floor, k_noise = jax.random.split(jax.random.key(config.seed + 10_000), 3)
+  draw = jax.jit(lambda key, n: toy.sample(config.data.name, key, n), static_argnums=1)
+  data = sampling.in_batches(draw, k_data, e.num_samples, e.batch_size)
+  data2 = sampling.in_batches(draw, k_floor, e.num_samples, e.batch_size)
+  return data, data2, k_noise
+
+
 def evaluate(exp, state, workdir, *, writer=None, teacher=None):
   """Scores the slowest evaluation EMA of `state` (and the reference velocity) into
   workdir/eval.json, eval.md and plots/samples.png."""
@@ -150,12 +167,9 @@ def evaluate(exp, state, workdir, *, writer=None, teacher=None):
     return evaluate_images(exp, state, workdir, writer=writer, teacher=teacher)
   config = exp.config
   e = config.eval
-  k_data, k_floor, k_noise = jax.random.split(jax.random.key(config.seed + 10_000), 3)
-  draw = jax.jit(lambda key, n: toy.sample(config.data.name, key, n), static_argnums=1)
-  data = sampling.in_batches(draw, k_data, e.num_samples, e.batch_size)
-  data2 = sampling.in_batches(draw, k_floor, e.num_samples, e.batch_size)
+  data, data2, k_noise = draws(config)
   results = {'step': int(jax.device_get(state.step)), 'loss': config.loss.name,
-             'estimator': _estimator(config), 'floor': _scores(data, data2, e.energy_samples)}
+             'estimator': _estimator(config), 'floor': scores(data, data2, e.energy_samples)}
   # Host copies: evaluation runs on each process's local devices, whatever the training mesh.
   params = jax.device_get(state_lib.slowest_ema(state))
   panels = {'data': data}
@@ -164,7 +178,7 @@ def evaluate(exp, state, workdir, *, writer=None, teacher=None):
     results['flow_map'] = {}
     for n in e.steps:
       x = flow_map_samples(exp, params, k_noise, e.num_samples, n, e.batch_size)
-      results['flow_map'][str(n)] = _scores(data, x, e.energy_samples)
+      results['flow_map'][str(n)] = scores(data, x, e.energy_samples)
       panels[f'flow map {n}'] = x
 
   ref = reference(exp, params, teacher)
@@ -174,8 +188,8 @@ def evaluate(exp, state, workdir, *, writer=None, teacher=None):
       results.update(cached)
       results['teacher_source'] = str(epath.Path(ref.workdir) / 'eval.json')
     else:
-      scores, tpanels = teacher_scores(ref.exp, ref.params, data, k_noise, config)
-      results.update(scores)
+      tscores, tpanels = teacher_scores(ref.exp, ref.params, data, k_noise, config)
+      results.update(tscores)
       if ref.exp is exp:  # a velocity-only run shows its own ODE samples
         panels.update(tpanels)
 
