@@ -34,6 +34,7 @@ import numpy as np
 from flowmap_jax import config_io
 from flowmap_jax import losses
 from flowmap_jax import train
+from flowmap_jax import validate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -81,8 +82,15 @@ def variant_config(variant, data, seed, args, steps=None):
 
 
 def finished(workdir, config):
+  """The run's eval.json if it finished `config` itself. A run saved under this variant's name with a
+  config that differs (say, a default changed since) is not this variant's result: it is skipped
+  with the differences printed, so a table never shows it under a name that now means more."""
   path = os.path.join(workdir, 'eval.json')
   if not os.path.exists(path):
+    return None
+  diff = validate.config_differences(config, workdir)
+  if diff:
+    print(f'{workdir}: not this variant\'s run, its config differs: {", ".join(diff)}', flush=True)
     return None
   result = json.load(open(path))
   return result if result.get('step') == config.train.num_steps else None

@@ -271,21 +271,29 @@ def validate(config, **kw):
 # --------------------------------------------------------------------------- workdir and teacher
 
 
+def config_differences(config, workdir):
+  """The keys where `config` differs from the run saved in workdir, as 'key: old -> new' strings;
+  [] when they agree or workdir holds no config.json. Not compared: MUTABLE_PREFIXES, and the option
+  blocks of the other losses (each loss reads only its own, so a changed ITVM default must not stop
+  an LMD run from resuming)."""
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
+    return []
+  old = config_io.with_added_fields(json.loads(path.read_text()))
+  a, b = config_io.flatten(old), config_io.flatten(config_io.to_dict(config))
+  unread = MUTABLE_PREFIXES + tuple(f'loss.{n}.' for n in losses.names() if n != config.loss.name)
+  return [f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}'
+          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(unread)]
+
+
 def check_workdir_config(config, workdir):
   """A workdir holds one run: a config that differs from the saved one (beyond MUTABLE_PREFIXES)
   stops the run with the differing keys, unless train.allow_config_change. Writes config.json."""
-  path = epath.Path(workdir) / 'config.json'
-  new = config_io.to_dict(config)
-  if path.exists():
-    old = config_io.with_added_fields(json.loads(path.read_text()))
-    a, b = config_io.flatten(old), config_io.flatten(new)
-    diff = sorted(k for k in set(a) | set(b)
-                  if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES))
-    if diff and not config.train.allow_config_change:
-      raise ConfigError([
-          f'{workdir} holds a run with a different config: ' + ', '.join(
-              f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}' for k in diff)
-          + '. Use another --workdir, or --config.train.allow_config_change=True to continue '
-          'this run with the new values.'])
+  diff = config_differences(config, workdir)
+  if diff and not config.train.allow_config_change:
+    raise ConfigError([
+        f'{workdir} holds a run with a different config: ' + ', '.join(diff)
+        + '. Use another --workdir, or --config.train.allow_config_change=True to continue '
+        'this run with the new values.'])
   if jax.process_index() == 0:
-    path.write_text(json.dumps(new, indent=2))
+    (epath.Path(workdir) / 'config.json').write_text(json.dumps(config_io.to_dict(config), indent=2))

@@ -42,6 +42,15 @@ def test_study_runs_resumes_and_reports_mean_and_std(monkeypatch, capsys, tmp_pa
   report = capsys.readouterr().out
   assert 'two_moons seed' not in report and '(2 of 3)' in report
   assert not (tmp_path / 'two_moons' / 'seed2').exists()
+  # A run saved under the variant's name whose config is not what the name now means (a default
+  # changed since it ran) is left out of the table, with the difference said.
+  path = tmp_path / 'two_moons' / 'seed0' / 'itvm_u-s_plus_tau' / 'config.json'
+  saved = json.loads(path.read_text())
+  saved['loss']['itvm']['tau'] = 0.1
+  path.write_text(json.dumps(saved))
+  compare_2d.main()
+  report = capsys.readouterr().out
+  assert "loss.itvm.tau: 0.1 -> 0.05" in report and '(1 of 3)' in report
 
 
 def test_variants_name_options_of_their_loss_or_any_field():

@@ -223,6 +223,10 @@ def test_workdir_of_another_config_is_not_resumed(tmp_path):
   # Extending a run is normal; so are logging and evaluation changes.
   train.train_and_evaluate(smoke('lsd', **{'train.num_steps': 6, 'train.log_every': 3,
                                            'eval.steps': (1,)}), str(tmp_path))
+  # Another loss's option block is not read by this run: a changed default there must not block it.
+  train.train_and_evaluate(smoke('lsd', **{'train.num_steps': 7, 'eval.steps': (1,),
+                                           'loss.itvm.tau': 0.2, 'loss.psd.gamma': 'uniform'}),
+                           str(tmp_path))
   train.train_and_evaluate(smoke('lsd', **{'optim.lr': 2e-3, 'train.num_steps': 8,
                                            'train.allow_config_change': True}), str(tmp_path))
   assert json.loads((tmp_path / 'eval.json').read_text())['step'] == 8
