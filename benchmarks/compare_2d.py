@@ -90,7 +90,8 @@ def finished(workdir, config):
     return None
   diff = validate.config_differences(config, workdir)
   if diff:
-    print(f'{workdir}: not this variant\'s run, its config differs: {", ".join(diff)}', flush=True)
+    print(f'{workdir}: not this variant\'s run, its config differs: {", ".join(diff)}',
+          flush=True)
     return None
   result = json.load(open(path))
   return result if result.get('step') == config.train.num_steps else None

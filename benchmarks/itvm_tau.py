@@ -8,8 +8,9 @@ point ITVM can reach is a τ-step integrator of the teacher's ODE, and its KL sh
 Euler KL at round(1/τ) steps as τ changes, where LMD (exact ODE condition ∂_t X = b_t(X)) has no τ.
 
 For each data set and seed this script trains (or reads, resumably, in the compare_2d layout)
-`itvm ema_rate=0.9 tau=τ` for each τ, and scores the teacher's Euler at round(1/τ) steps with the
-same estimator, data draw and noise as the runs' own evaluation (evaluate.evaluate).
+`itvm ema_rate=0.9 short_target=terminal tau=τ` (or `--short_target heun`) for each τ, and scores
+the teacher's Euler at round(1/τ) steps with the same estimator, data draw and noise as the runs'
+own evaluation (evaluate.evaluate).
 
   python benchmarks/itvm_tau.py --workdir /tmp/study8k --datasets checkerboard,spirals,two_moons \
       --seeds 0 --taus 0.025,0.05,0.1 --steps 8000 --results
@@ -31,11 +32,10 @@ from flowmap_jax import teacher as teacher_lib  # pylint: disable=wrong-import-p
 from flowmap_jax.losses import itvm  # pylint: disable=wrong-import-position
 
 
-def variant(tau):
-  """The study's name for ITVM at τ (the default τ is the study's own `itvm ema_rate=0.9` run)."""
-  if tau == itvm.OPTIONS['tau'].default:
-    return 'itvm ema_rate=0.9'
-  return f'itvm ema_rate=0.9 tau={tau:g}'
+def variant(tau, short_target='terminal'):
+  """The study's name for ITVM at τ, every option spelled out so that a later change of ITVM's
+  defaults cannot change what the name means."""
+  return f'itvm ema_rate=0.9 short_target={short_target} tau={tau:g}'
 
 
 def teacher_euler_kl(data_name, seed, num_steps, args):
@@ -55,7 +55,7 @@ def teacher_euler_kl(data_name, seed, num_steps, args):
 def _teacher(data_name, seed, workdir, smoke, num_samples, eval_steps, steps):
   args = argparse.Namespace(workdir=workdir, smoke=smoke, num_samples=num_samples,
                             eval_steps=list(eval_steps), steps=steps, self_steps=steps)
-  c = compare_2d.variant_config(variant(0.05), data_name, seed, args)
+  c = compare_2d.variant_config(variant(0.05), data_name, seed, args)  # only its teacher is read
   root = os.path.join(workdir, data_name, f'seed{seed}')
   c.teacher.workdir = os.path.join(root, 'teacher')
   teacher = teacher_lib.load(c, os.path.join(root, 'unused'), require_existing=True)
@@ -76,6 +76,9 @@ def main():
   ap.add_argument('--taus', default='0.025,0.05,0.1',
                   type=lambda s: [float(x) for x in s.split(',')])
   ap.add_argument('--steps', type=int, default=8000, help='distillation steps')
+  ap.add_argument('--short_target', default='terminal',
+                  choices=itvm.OPTIONS['short_target'].choices,
+                  help="ITVM's pairs with t − s ≤ τ: 'terminal' (the blind spot measured) or 'heun'")
   ap.add_argument('--num_samples', type=int, default=500_000)
   ap.add_argument('--eval_steps', default='1,2,4,8', type=lambda s: [int(x) for x in s.split(',')])
   ap.add_argument('--smoke', action='store_true', help='the :smoke configs (tests)')
@@ -94,7 +97,7 @@ def main():
       lmd = compare_2d.run_one('lmd', data_name, seed, argparse.Namespace(**{**vars(args),
                                                                              'report': True}))
       for tau in args.taus:
-        r = compare_2d.run_one(variant(tau), data_name, seed, args)
+        r = compare_2d.run_one(variant(tau, args.short_target), data_name, seed, args)
         if r is None:
           continue
         euler = teacher_euler_kl(data_name, seed, round(1 / tau), args)
@@ -109,7 +112,7 @@ def main():
     compare_2d.write_results(
         f'ITVM: τ against the teacher\'s Euler at 1/τ steps ({args.steps} distillation steps)', (
             f'Command: `{command}`\n\nKL(data ‖ model) on {args.num_samples:,} samples; ITVM '
-            'at target EMA 0.9 with u = max(s, t − τ); the teacher\'s Euler at round(1/τ) steps '
+            f'at target EMA 0.9 with u = max(s, t − τ), short_target={args.short_target}; the teacher\'s Euler at round(1/τ) steps '
             'with the runs\' own data draw and noise; LMD at the same budget for scale.\n\n' + md))
 
 

@@ -104,7 +104,8 @@ def main():
   ap.add_argument('--batch', type=int, default=32)
   ap.add_argument('--steps', type=int, default=300, help='float32 training steps before the second '
                   'measurement')
-  ap.add_argument('--tau', type=float, default=0.05, help="ITVM's τ (its default)")
+  ap.add_argument('--tau', type=float, default=0.05,
+                  help="ITVM's τ (0.05: ITVM's default when RESULTS.md's table was measured)")
   ap.add_argument('--data', required=True,
                   help='an MNIST training .npz (images uint8 (N, 28, 28)), the data of the trained column')
   ap.add_argument('--results', action='store_true', help='write the table into RESULTS.md')

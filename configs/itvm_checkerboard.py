@@ -36,10 +36,11 @@ def get_config(arg=None):
   c.loss = ml_collections.ConfigDict(common.times(diag_fraction=0.5))
   c.loss.name = 'itvm'
   c.loss.update(common.loss_options())
-  # ITVM's own block at its defaults (u = t − τ, τ = 0.05, target EMA 0.9, y and the terminal
-  # target from that EMA, unit term weights); listed so that it reads here.
-  c.loss.itvm.update(dict(u='t_minus_tau', tau=0.05, ema_rate=0.9, y_source='ema',
-                          terminal_target='ema', w_init=1.0, w_term=1.0))
+  # ITVM's own block at its defaults (u = t − τ, τ = 0.1, target EMA 0.9, y and the terminal
+  # target from that EMA, the teacher's Heun step for the pairs with t − s ≤ τ, unit term weights);
+  # listed so that it reads here.
+  c.loss.itvm.update(dict(u='t_minus_tau', tau=0.1, ema_rate=0.9, y_source='ema',
+                          terminal_target='ema', short_target='heun', w_init=1.0, w_term=1.0))
 
   c.optim = ml_collections.ConfigDict(dict(
       name='adam', lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.0, clip=1.0,

@@ -296,4 +296,5 @@ def check_workdir_config(config, workdir):
         + '. Use another --workdir, or --config.train.allow_config_change=True to continue '
         'this run with the new values.'])
   if jax.process_index() == 0:
-    (epath.Path(workdir) / 'config.json').write_text(json.dumps(config_io.to_dict(config), indent=2))
+    new = json.dumps(config_io.to_dict(config), indent=2)
+    (epath.Path(workdir) / 'config.json').write_text(new)

@@ -46,11 +46,11 @@ def test_study_runs_resumes_and_reports_mean_and_std(monkeypatch, capsys, tmp_pa
   # changed since it ran) is left out of the table, with the difference said.
   path = tmp_path / 'two_moons' / 'seed0' / 'itvm_u-s_plus_tau' / 'config.json'
   saved = json.loads(path.read_text())
-  saved['loss']['itvm']['tau'] = 0.1
+  saved['loss']['itvm']['tau'] = 0.3
   path.write_text(json.dumps(saved))
   compare_2d.main()
   report = capsys.readouterr().out
-  assert "loss.itvm.tau: 0.1 -> 0.05" in report and '(1 of 3)' in report
+  assert "loss.itvm.tau: 0.3 -> " in report and '(1 of 3)' in report
 
 
 def test_variants_name_options_of_their_loss_or_any_field():
@@ -72,7 +72,7 @@ def test_itvm_tau_scores_the_teacher_euler_as_the_runs_own_evaluation(monkeypatc
   itvm_tau.main()
   out = capsys.readouterr().out
   teacher = json.loads((tmp_path / 'two_moons' / 'seed0' / 'teacher' / 'eval.json').read_text())
-  run = json.loads((tmp_path / 'two_moons' / 'seed0' / 'itvm_ema_rate-0.9_tau-0.5' / 'eval.json')
+  run = json.loads((tmp_path / 'two_moons' / 'seed0' / 'itvm_ema_rate-0.9_short_target-terminal_tau-0.5' / 'eval.json')
                    .read_text())
   row = next(l for l in out.splitlines() if l.startswith('| two_moons (seed 0) | 0.5 |'))
   cells = [c.strip() for c in row.strip('|').split('|')]

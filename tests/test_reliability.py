@@ -201,18 +201,19 @@ def test_an_evaluation_ema_still_holding_its_start_is_warned_about():
 
 
 def test_a_run_saved_before_a_field_was_added_resumes(tmp_path):
-  """config.json of a run older than config_io.ADDED_FIELDS reads as if it had their defaults."""
-  train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 2, 'eval.steps': (1,)}),
-                           str(tmp_path))
+  """config.json of a run older than config_io.ADDED_FIELDS reads as if it had the values those runs
+  used (short_target 'terminal', since made 'heun' by default): it resumes with them, and a config
+  that asks for the new default is told the difference."""
+  old = {'eval.steps': (1,), 'loss.itvm.short_target': 'terminal'}
+  train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 2, **old}), str(tmp_path))
   saved = json.loads((tmp_path / 'config.json').read_text())
   del saved['loss']['itvm']['short_target'], saved['loss']['weighting']
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  results = train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 4, 'eval.steps': (1,)}),
-                                     str(tmp_path))
+  results = train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 4, **old}), str(tmp_path))
   assert results['step'] == 4
   with pytest.raises(validate.ConfigError, match="loss.itvm.short_target: 'terminal' -> 'heun'"):
-    train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 6, 'eval.steps': (1,),
-                                              'loss.itvm.short_target': 'heun'}), str(tmp_path))
+    train.train_and_evaluate(smoke('itvm', **{'train.num_steps': 6, 'eval.steps': (1,)}),
+                             str(tmp_path))
 
 
 def test_workdir_of_another_config_is_not_resumed(tmp_path):
