@@ -1,8 +1,11 @@
 """ITVM distillation of the MNIST teacher (configs/fm_mnist.py), from its weights, on a laptop CPU.
 
 The student has the teacher's network and data; Adam 3e-4, cosine decay, half of each batch
-diagonal, and ITVM's defaults (docs/itvm.md). The teacher is distilled without guidance
-(teacher.guidance = 1): the student learns the class-conditional map the teacher's ODE draws.
+diagonal, and ITVM's defaults (docs/itvm.md). The teacher is distilled with classifier-free guidance
+w = 2 (teacher.guidance): the student learns in one jump the map of the guided teacher's ODE. On this
+machine's 3000-step teacher the unguided ODE draws the requested digit 93 % of the time, the guided
+one 99.8 %, at a larger feature distance (46 against 10: less varied digits; README, "MNIST").
+`--config.teacher.guidance=1` distils the unguided map instead.
 `--config.teacher.workdir` points at the trained teacher (else one is trained first).
 """
 import ml_collections
@@ -42,6 +45,7 @@ def get_config(arg=None):
       allow_config_change=False, plot_every=500))
 
   c.teacher = common.teacher('configs/fm_mnist.py')
+  c.teacher.guidance = 2.0
   c.eval = common.eval_images()
   c.eval.update(steps=(1, 2, 4, 8), fid_samples=1000, batch_size=250, grid_size=10,
                 ode_rtol=1e-3, ode_atol=1e-3)
