@@ -40,7 +40,7 @@ def _estimator(config):
 
 
 def scores(data, samples, energy_n):
-  """KL(data ‖ samples) and the energy distance on the first energy_n of each (docs/evaluation.md)."""
+  """KL(data ‖ samples) and the energy distance on the first energy_n of each (docs/metrics.md)."""
   return {'kl': kl_lib.kl(data, samples),
           'energy': kl_lib.energy_distance(data[:energy_n], samples[:energy_n])}
 
