@@ -16,7 +16,6 @@ own evaluation (evaluate.evaluate).
       --seeds 0 --taus 0.025,0.05,0.1 --steps 8000 --results
 """
 import argparse
-import functools
 import os
 import shlex
 import sys
@@ -38,33 +37,22 @@ def variant(tau, short_target='terminal'):
   return f'itvm ema_rate=0.9 short_target={short_target} tau={tau:g}'
 
 
-def teacher_euler_kl(data_name, seed, num_steps, args):
-  """KL of the (data, seed) teacher's Euler at `num_steps`, drawn as evaluate.evaluate draws."""
-  key = (data_name, seed, args.workdir, args.smoke, args.num_samples, tuple(args.eval_steps),
-         args.steps)
-  texp, tparams, c = _teacher(*key)
-  data, _, k_noise = _draws(*key)
-  x = evaluate.euler_samples(texp, tparams, k_noise, c.eval.num_samples, num_steps,
-                             c.eval.batch_size)
-  return evaluate.scores(data, x, c.eval.energy_samples)['kl']
-
-
-# Loaded and drawn once per (data set, seed), whatever the number of τ (the arguments are hashable
-# so lru_cache can key on them).
-@functools.lru_cache(maxsize=None)
-def _teacher(data_name, seed, workdir, smoke, num_samples, eval_steps, steps):
-  args = argparse.Namespace(workdir=workdir, smoke=smoke, num_samples=num_samples,
-                            eval_steps=list(eval_steps), steps=steps, self_steps=steps)
+def teacher_reference(data_name, seed, args):
+  """The (data, seed) teacher and the draws its runs were scored on (evaluate.draws): read once per
+  (data set, seed), whatever the number of τ."""
   c = compare_2d.variant_config(variant(0.05), data_name, seed, args)  # only its teacher is read
-  root = os.path.join(workdir, data_name, f'seed{seed}')
+  root = os.path.join(args.workdir, data_name, f'seed{seed}')
   c.teacher.workdir = os.path.join(root, 'teacher')
   teacher = teacher_lib.load(c, os.path.join(root, 'unused'), require_existing=True)
-  return teacher.exp, jax.device_get(teacher.params), c
+  data, _, k_noise = evaluate.draws(c)
+  return teacher.exp, jax.device_get(teacher.params), c.eval, data, k_noise
 
 
-@functools.lru_cache(maxsize=None)
-def _draws(*key):
-  return evaluate.draws(_teacher(*key)[2])
+def teacher_euler_kl(reference, num_steps):
+  """KL of the teacher's Euler at `num_steps`, drawn and scored as evaluate.evaluate does."""
+  texp, tparams, e, data, k_noise = reference
+  x = evaluate.euler_samples(texp, tparams, k_noise, e.num_samples, num_steps, e.batch_size)
+  return evaluate.scores(data, x, e.energy_samples)['kl']
 
 
 def main():
@@ -96,11 +84,13 @@ def main():
     for seed in args.seeds:
       lmd = compare_2d.run_one('lmd', data_name, seed, argparse.Namespace(**{**vars(args),
                                                                              'report': True}))
+      reference = None
       for tau in args.taus:
         r = compare_2d.run_one(variant(tau, args.short_target), data_name, seed, args)
         if r is None:
           continue
-        euler = teacher_euler_kl(data_name, seed, round(1 / tau), args)
+        reference = reference or teacher_reference(data_name, seed, args)
+        euler = teacher_euler_kl(reference, round(1 / tau))
         cells = ' | '.join(f'{r["flow_map"][str(n)]["kl"]:.3f}' for n in nfes)
         lmd_cell = f'{lmd["flow_map"]["1"]["kl"]:.3f}' if lmd else ''
         lines.append(f'| {data_name} (seed {seed}) | {tau:g} | {cells} | {euler:.3f} '
@@ -112,8 +102,9 @@ def main():
     compare_2d.write_results(
         f'ITVM: τ against the teacher\'s Euler at 1/τ steps ({args.steps} distillation steps)', (
             f'Command: `{command}`\n\nKL(data ‖ model) on {args.num_samples:,} samples; ITVM '
-            f'at target EMA 0.9 with u = max(s, t − τ), short_target={args.short_target}; the teacher\'s Euler at round(1/τ) steps '
-            'with the runs\' own data draw and noise; LMD at the same budget for scale.\n\n' + md))
+            f'at target EMA 0.9 with u = max(s, t − τ), short_target={args.short_target}; the '
+            'teacher\'s Euler at round(1/τ) steps with the runs\' own data draw and noise; LMD at '
+            'the same budget for scale.\n\n' + md))
 
 
 if __name__ == '__main__':

@@ -2,7 +2,8 @@
 
 The student has the teacher's network (EDM's DDPM++ CIFAR-10 size) and trains 200k steps of Adam
 at 1e-4, half of each batch diagonal: our choice, as in 2-D, not a paper's. ITVM's defaults (target
-EMA 0.9, u = t − τ, τ = 0.1, the teacher's Heun step for t − s ≤ τ) come from 2-D evidence (docs/itvm.md); no image run has tuned them.
+EMA 0.9, u = t − τ, τ = 0.1, the teacher's Heun step for t − s ≤ τ) come from 2-D evidence
+(docs/itvm.md); no image run has tuned them.
 """
 import ml_collections
 

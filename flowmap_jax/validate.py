@@ -287,8 +287,8 @@ def config_differences(config, workdir):
 
 
 def check_workdir_config(config, workdir):
-  """A workdir holds one run: a config that differs from the saved one (beyond MUTABLE_PREFIXES)
-  stops the run with the differing keys, unless train.allow_config_change. Writes config.json."""
+  """A workdir holds one run: a config that differs from the saved one (config_differences) stops
+  the run with the differing keys, unless train.allow_config_change. Writes config.json."""
   diff = config_differences(config, workdir)
   if diff and not config.train.allow_config_change:
     raise ConfigError([

@@ -72,8 +72,8 @@ def test_itvm_tau_scores_the_teacher_euler_as_the_runs_own_evaluation(monkeypatc
   itvm_tau.main()
   out = capsys.readouterr().out
   teacher = json.loads((tmp_path / 'two_moons' / 'seed0' / 'teacher' / 'eval.json').read_text())
-  run = json.loads((tmp_path / 'two_moons' / 'seed0' / 'itvm_ema_rate-0.9_short_target-terminal_tau-0.5' / 'eval.json')
-                   .read_text())
+  run_dir = tmp_path / 'two_moons' / 'seed0' / 'itvm_ema_rate-0.9_short_target-terminal_tau-0.5'
+  run = json.loads((run_dir / 'eval.json').read_text())
   row = next(l for l in out.splitlines() if l.startswith('| two_moons (seed 0) | 0.5 |'))
   cells = [c.strip() for c in row.strip('|').split('|')]
   assert cells[2] == f'{run["flow_map"]["1"]["kl"]:.3f}'
