@@ -273,15 +273,19 @@ def validate(config, **kw):
 
 def config_differences(config, workdir):
   """The keys where `config` differs from the run saved in workdir, as 'key: old -> new' strings;
-  [] when they agree or workdir holds no config.json. Not compared: MUTABLE_PREFIXES, and the option
+  [] when they agree or workdir holds no config.json. Not compared: MUTABLE_PREFIXES, the option
   blocks of the other losses (each loss reads only its own, so a changed ITVM default must not stop
-  an LMD run from resuming)."""
+  an LMD run from resuming), and where the teacher is found (teacher.config, teacher.workdir) in a
+  run that loads no teacher: a self-distillation run moved into another study tree still resumes."""
   path = epath.Path(workdir) / 'config.json'
   if not path.exists():
     return []
   old = config_io.with_added_fields(json.loads(path.read_text()))
   a, b = config_io.flatten(old), config_io.flatten(config_io.to_dict(config))
   unread = MUTABLE_PREFIXES + tuple(f'loss.{n}.' for n in losses.names() if n != config.loss.name)
+  # The same test as teacher.needs_teacher (which imports this module).
+  if not (losses.spec(config.loss.name).needs_teacher or config.train.init_from_teacher):
+    unread += ('teacher.config', 'teacher.workdir')
   return [f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}'
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(unread)]
 

@@ -228,6 +228,16 @@ def test_workdir_of_another_config_is_not_resumed(tmp_path):
   train.train_and_evaluate(smoke('lsd', **{'train.num_steps': 7, 'eval.steps': (1,),
                                            'loss.itvm.tau': 0.2, 'loss.psd.gamma': 'uniform'}),
                            str(tmp_path))
+  # Nor does where a teacher would be found, in a run that loads none (a self-distillation run
+  # linked into another study tree); a distillation run does read it.
+  train.train_and_evaluate(smoke('lsd', **{'train.num_steps': 7, 'eval.steps': (1,),
+                                           'teacher.workdir': str(tmp_path / 'elsewhere')}),
+                           str(tmp_path))
+  assert validate.config_differences(smoke('lsd', **{'teacher.config': 'configs/x.py'}),
+                                     str(tmp_path)) == []
+  distil = smoke('lmd', **{'teacher.workdir': str(tmp_path / 'its_teacher')})
+  assert any(d.startswith('teacher.workdir:')
+             for d in validate.config_differences(distil, str(tmp_path)))
   train.train_and_evaluate(smoke('lsd', **{'optim.lr': 2e-3, 'train.num_steps': 8,
                                            'train.allow_config_change': True}), str(tmp_path))
   assert json.loads((tmp_path / 'eval.json').read_text())['step'] == 8
