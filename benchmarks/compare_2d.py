@@ -19,7 +19,8 @@ variants train --self_steps from scratch (each family at its own equal budget).
 
 Prints mean ± standard deviation over seeds of KL(data ‖ model) at each step count
 (docs/metrics.md), with the teacher's Euler at the same NFE, its adaptive ODE and the estimator
-floor; --results writes the tables, plots (benchmarks/plots/) and the command into RESULTS.md.
+floor; --results writes the tables, plots (benchmarks/plots/) and the command into RESULTS.md,
+keeping the section's hand-written `<!-- notes -->` block (write_results).
 """
 import argparse
 import json
@@ -209,13 +210,23 @@ def convergence(args):
   return rows
 
 
+NOTES = re.compile(r'^<!-- notes -->\n.*?^<!-- /notes -->\n', re.S | re.M)
+
+
 def write_results(section, body, path=os.path.join(HERE, 'RESULTS.md')):
-  """Replaces (or appends) the `## section` of RESULTS.md."""
+  """Replaces (or appends) the `## section` of RESULTS.md. Hand-written text between the lines
+  `<!-- notes -->` and `<!-- /notes -->` of the old section (a verdict, how the runs were made) is
+  kept, before the new body's first `###` subsection, so regenerating the tables never drops it."""
   text = open(path).read() if os.path.exists(path) else '# Benchmark results\n'
-  block = f'## {section}\n\n{body.strip()}\n'
   pattern = re.compile(rf'^## {re.escape(section)}\n.*?(?=^## |\Z)', re.S | re.M)
-  text = pattern.sub(lambda _: block + '\n', text) if pattern.search(text) else (
-      text.rstrip() + '\n\n' + block)
+  old = pattern.search(text)
+  notes = NOTES.search(old.group(0)) if old else None
+  body = body.strip() + '\n'
+  if notes:
+    head, sub, rest = body.partition('\n### ')
+    body = f'{head.rstrip()}\n\n{notes.group(0)}' + (f'\n### {rest}' if sub else '')
+  block = f'## {section}\n\n{body}'
+  text = pattern.sub(lambda _: block + '\n', text) if old else text.rstrip() + '\n\n' + block
   with open(path, 'w') as f:
     f.write(text)
 

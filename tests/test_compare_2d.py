@@ -78,3 +78,17 @@ def test_itvm_tau_scores_the_teacher_euler_as_the_runs_own_evaluation(monkeypatc
   cells = [c.strip() for c in row.strip('|').split('|')]
   assert cells[2] == f'{run["flow_map"]["1"]["kl"]:.3f}'
   assert cells[4] == f'{teacher["teacher_euler"]["2"]["kl"]:.3f} (2 steps)'
+
+
+def test_regenerated_results_section_keeps_its_notes(tmp_path):
+  path = str(tmp_path / 'RESULTS.md')
+  compare_2d.write_results('Study', 'Command: `a`\n\n### one\n\n| old |', path)
+  compare_2d.write_results('Other', 'untouched', path)
+  text = open(path).read().replace(
+      '### one', '<!-- notes -->\n**Verdict**: by hand.\n<!-- /notes -->\n\n### one')
+  open(path, 'w').write(text)
+  compare_2d.write_results('Study', 'Command: `b`\n\n### one\n\n| new |\n\n### two', path)
+  text = open(path).read()
+  assert text.count('**Verdict**: by hand.') == 1 and '| old |' not in text
+  assert text.index('Command: `b`') < text.index('by hand') < text.index('| new |')
+  assert text.index('### two') < text.index('## Other') and 'untouched' in text
