@@ -41,7 +41,8 @@ def passes(name, d):
       'fm': 3.0,
       'lmd': 3 * d + d + 6 * o + o,            # diag fwd+bwd, teacher on diag; jvp+bwd, teacher(X)
       'emd': 3 * d + d + o + 6 * o,            # diag fwd+bwd, teacher on diag; teacher b_s, jvp+bwd
-      'itvm': 3 * (1 + o) + 1 + 2 * o,         # one online call on B + o·B, teacher on B, 2 EMA fwds
+      # one online call on B + o·B, teacher on B, 2 EMA fwds, the teacher's Heun step on o·B (heun)
+      'itvm': 3 * (1 + o) + 1 + 3 * o,
       'lsd': 3 * d + 6 * o + o,                # diag FM; jvp+bwd; target v(t,t,X)
       'esd': 3 * d + o + 6 * o + 2 * o,        # diag FM; v(s,s); jvp over s + bwd; jvp over x (sg)
       'psd': 3.0 + 2 * o,                      # one fwd+bwd on B; two target fwds

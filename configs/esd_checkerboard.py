@@ -1,5 +1,9 @@
 """ESD self-distillation on the 2-D checkerboard: configs/lsd_checkerboard.py with
-loss.name='esd', everything else equal, so the self-distillation losses compare at one budget."""
+loss.name='esd', everything else equal, so the self-distillation losses compare at one budget.
+
+At this setting ESD's off-diagonal residual does not settle and can blow up (two moons), and a lower
+learning rate does not make its samples good (docs/losses.md, "What the 2-D study measured for
+self-distillation")."""
 from configs import lsd_checkerboard
 
 
