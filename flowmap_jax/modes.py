@@ -33,7 +33,7 @@ def evaluate_workdir(config, workdir):
   """--mode eval: restore the latest checkpoint of `workdir` and rewrite eval.json / eval.md."""
   validate.validate(config)
   teacher = None
-  if teacher_lib.needs_teacher(config):
+  if validate.loads_teacher(config):
     teacher = teacher_lib.load(config, workdir, require_existing=True)
   exp, state = restore_finished(config, workdir, 'eval')
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)

@@ -19,7 +19,6 @@ from etils import epath
 
 from flowmap_jax import checkpoint
 from flowmap_jax import config_io
-from flowmap_jax import losses
 from flowmap_jax import state as state_lib
 from flowmap_jax import validate
 from flowmap_jax.losses import common
@@ -36,11 +35,6 @@ class Teacher:
   params: Any          # its slowest evaluation EMA
   workdir: str
   source: str          # where its config came from
-
-
-def needs_teacher(config):
-  """The teacher is loaded for losses that distil it and for runs that start from its weights."""
-  return losses.spec(config.loss.name).needs_teacher or config.train.init_from_teacher
 
 
 def workdir_of(config, workdir):

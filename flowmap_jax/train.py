@@ -82,7 +82,7 @@ def train_and_evaluate(config, workdir):
   validate.check_workdir_config(config, workdir)
 
   teacher = None
-  if teacher_lib.needs_teacher(config):
+  if validate.loads_teacher(config):
     teacher = teacher_lib.load(config, workdir, train_fn=train_and_evaluate)
   exp = state_lib.Experiment(config)
   # The step sees the teacher only when the loss distils it (init_from_teacher alone needs none).

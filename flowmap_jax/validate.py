@@ -133,8 +133,8 @@ def problems_of(config, num_devices=None, num_processes=None):
     p.append(f'eval.energy_samples={e.energy_samples} must be a multiple of 1000, at most '
              f'eval.num_samples={e.num_samples}.')
 
-  distils = l.name in losses.REGISTRY and losses.spec(l.name).needs_teacher
-  if distils or t.init_from_teacher:
+  if loads_teacher(config):
+    distils = l.name in losses.REGISTRY and losses.spec(l.name).needs_teacher
     path = config_io.resolve(config.teacher.config.partition(':')[0]) if config.teacher.config else ''
     if not path or not os.path.exists(path):
       why = (f'loss.name={l.name!r} distils a teacher' if distils
@@ -271,6 +271,13 @@ def validate(config, **kw):
 # --------------------------------------------------------------------------- workdir and teacher
 
 
+def loads_teacher(config):
+  """Whether the run loads a teacher: its loss distils one, or it starts from the teacher's weights
+  (train.init_from_teacher). An unknown loss loads none (problems_of names it)."""
+  spec = losses.REGISTRY.get(config.loss.name)
+  return bool(spec and spec.needs_teacher) or bool(config.train.init_from_teacher)
+
+
 def config_differences(config, workdir):
   """The keys where `config` differs from the run saved in workdir, as 'key: old -> new' strings;
   [] when they agree or workdir holds no config.json. Not compared: MUTABLE_PREFIXES, the option
@@ -283,8 +290,7 @@ def config_differences(config, workdir):
   old = config_io.with_added_fields(json.loads(path.read_text()))
   a, b = config_io.flatten(old), config_io.flatten(config_io.to_dict(config))
   unread = MUTABLE_PREFIXES + tuple(f'loss.{n}.' for n in losses.names() if n != config.loss.name)
-  # The same test as teacher.needs_teacher (which imports this module).
-  if not (losses.spec(config.loss.name).needs_teacher or config.train.init_from_teacher):
+  if not loads_teacher(config):
     unread += ('teacher.config', 'teacher.workdir')
   return [f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}'
           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(unread)]

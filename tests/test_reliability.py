@@ -235,7 +235,10 @@ def test_workdir_of_another_config_is_not_resumed(tmp_path):
                            str(tmp_path))
   assert validate.config_differences(smoke('lsd', **{'teacher.config': 'configs/x.py'}),
                                      str(tmp_path)) == []
+  assert not validate.loads_teacher(smoke('lsd'))
+  assert validate.loads_teacher(smoke('lsd', **{'train.init_from_teacher': True}))
   distil = smoke('lmd', **{'teacher.workdir': str(tmp_path / 'its_teacher')})
+  assert validate.loads_teacher(distil)
   assert any(d.startswith('teacher.workdir:')
              for d in validate.config_differences(distil, str(tmp_path)))
   train.train_and_evaluate(smoke('lsd', **{'optim.lr': 2e-3, 'train.num_steps': 8,
