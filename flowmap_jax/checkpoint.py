@@ -99,13 +99,14 @@ def restore_latest(mngr, abstract_state, data_iter=None):
 
 
 def restore_fields(mngr, abstract_fields, errors=None):
-  """Only some fields of the latest checkpoint that has them (e.g. {'eval_emas': ...} of a teacher):
-  a partial restore, so a teacher loads whatever else its train state held. Nothing is moved;
-  `errors` collects (step, message) of checkpoints that do not restore."""
+  """(step, fields): only some fields of the latest checkpoint that has them (e.g. {'eval_emas': ...}
+  of a teacher): a partial restore, so a teacher loads whatever else its train state held; (None,
+  None) when none restores. Nothing is moved; `errors` collects (step, message) of checkpoints that
+  do not restore."""
   restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), abstract_fields)
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      return step, mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item=abstract_fields, restore_args=restore_args, partial_restore=True))).state
     except Exception as e:  # pylint: disable=broad-except
       message = f'{type(e).__name__}: {str(e).strip()[:500]}'
@@ -113,7 +114,7 @@ def restore_fields(mngr, abstract_fields, errors=None):
                       message)
       if errors is not None:
         errors.append((step, message))
-  return None
+  return None, None
 
 
 def has_checkpoint(workdir):

@@ -19,6 +19,7 @@ from absl import logging
 from etils import epath
 
 from flowmap_jax import losses
+from flowmap_jax import progress
 from flowmap_jax import sampling
 from flowmap_jax import state as state_lib
 from flowmap_jax import teacher as teacher_lib
@@ -68,7 +69,8 @@ def _compiled_sampler(exp, kind, guidance):
     x0, y = noise_and_labels(exp, key, n)
     y = y if labels is None or y is None else labels
     if kind == 'flow_map':
-      return sampling.uniform_flow_map_sample(exp.apply_fn, params, x0, num_steps, y)
+      apply = teacher_lib.guided_apply_fn(exp, guidance)
+      return sampling.uniform_flow_map_sample(apply, params, x0, num_steps, y)
     v = teacher_lib.velocity_fn(exp, guidance)(params)
     if kind == 'euler':
       return sampling.euler(v, x0, num_steps, y)
@@ -87,7 +89,10 @@ def sampler(exp, kind, num_steps=None, guidance=1.0):
 def _samples(exp, kind, params, rng, n, batch_size, num_steps=None):
   """n samples of `kind`, batch by batch (bounded memory)."""
   run = sampler(exp, kind, num_steps)
-  return sampling.in_batches(lambda key, m: run(params, key, m), rng, n, batch_size)
+  desc = {'flow_map': f'flow map, {num_steps} steps', 'euler': f'Euler, {num_steps} steps',
+          'ode': 'adaptive ODE'}[kind]
+  return sampling.in_batches(lambda key, m: run(params, key, m), rng, n, batch_size,
+                             desc=f'{desc}: {n} samples')
 
 
 def flow_map_samples(exp, params, rng, n, num_steps, batch_size):
@@ -252,7 +257,7 @@ def image_grid(exp, params, steps, kind='flow_map', guidance=1.0):
   return plots.image_grid(rows)
 
 
-def sample_features(run, params, features, key, n, batch_size, labels_fn=None):
+def sample_features(run, params, features, key, n, batch_size, labels_fn=None, desc='samples'):
   """features(uint8 samples) -> {name: (b, ...)} of n samples, batches split over the processes and
   gathered (the count is rounded up to whole batches on every process); with `labels_fn(key, b)` also
   'label', the classes the samples were asked for. Returns ({name: (n, ...)}, mean NFE or None)."""
@@ -261,7 +266,7 @@ def sample_features(run, params, features, key, n, batch_size, labels_fn=None):
   num_batches = -(-n // batch_size)
   num_batches = -(-num_batches // procs) * procs
   feats, nfes = [], []
-  for b in range(jax.process_index(), num_batches, procs):
+  for b in progress.track(range(jax.process_index(), num_batches, procs), desc=desc):
     k = jax.random.fold_in(key, b)
     out = run(params, k, batch_size)
     if isinstance(out, tuple):
@@ -324,8 +329,9 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
 
   labels_fn = functools.partial(sample_labels, exp) if exp.num_classes else None
 
-  def score(run, p):
-    feats, nfe = sample_features(run, p, features, key, n, int(e.batch_size), labels_fn)
+  def score(run, p, desc):
+    feats, nfe = sample_features(run, p, features, key, n, int(e.batch_size), labels_fn,
+                                 desc=f'{desc}: {n} samples for {results["metric"]}')
     out = {}
     if tools is not None:
       out['fid'] = fid_lib.frechet_distance(*fid_lib.statistics(feats['inception']), *tools[1])
@@ -336,8 +342,8 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
 
   measured = tools is not None or classifier is not None
   if measured and exp.loss.learns_flow_map:
-    results['flow_map'] = {str(k): score(sampler(exp, 'flow_map', k), params)
-                           for k in e.steps}
+    results['flow_map'] = {str(k): score(sampler(exp, 'flow_map', k), params,
+                                         f'flow map, {k} steps') for k in e.steps}
   ref = reference(exp, params, teacher)
   if measured and ref is not None:
     cached = _cached_teacher(ref.workdir, config, image_estimator) if ref.workdir else None
@@ -345,8 +351,9 @@ def evaluate_images(exp, state, workdir, *, writer=None, teacher=None):
       results.update(cached)
     else:
       results['teacher_euler'] = {str(k): score(sampler(ref.exp, 'euler', k, ref.guidance),
-                                                ref.params) for k in e.steps}
-      results['teacher_ode'] = score(sampler(ref.exp, 'ode', guidance=ref.guidance), ref.params)
+                                                ref.params, f'Euler, {k} steps') for k in e.steps}
+      results['teacher_ode'] = score(sampler(ref.exp, 'ode', guidance=ref.guidance), ref.params,
+                                     'adaptive ODE')
 
   if jax.process_index() == 0:
     grid_steps = (1, 2, 4, 8)

@@ -6,14 +6,15 @@ describes it) and runs the evaluation code of `evaluate.py` on it.
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from etils import epath
 
 from flowmap_jax import checkpoint
 from flowmap_jax import evaluate
+from flowmap_jax import progress
 from flowmap_jax import state as state_lib
 from flowmap_jax import teacher as teacher_lib
 from flowmap_jax import validate
+from flowmap_jax import writers
 from flowmap_jax.data import images
 from flowmap_jax.evaluation import plots
 
@@ -36,7 +37,7 @@ def evaluate_workdir(config, workdir):
   if validate.loads_teacher(config):
     teacher = teacher_lib.load(config, workdir, require_existing=True)
   exp, state = restore_finished(config, workdir, 'eval')
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = writers.create(config, workdir)
   results = evaluate.evaluate(exp, state, workdir, writer=writer, teacher=teacher)
   writer.flush()
   return results
@@ -87,7 +88,11 @@ def fid_stats_workdir(config, workdir):
                       process_index=jax.process_index(), process_count=jax.process_count(),
                       split=split, shuffle=False, repeat=False, random_flip=False)
   n, s1, s2 = 0, np.zeros(fid.FEATURES), np.zeros((fid.FEATURES, fid.FEATURES))
-  for batch in ds:
+  # This process's share of the split (ds[process_index::process_count]) in whole batches.
+  share = len(range(jax.process_index(), len(images.source(config.data, split)),
+                    jax.process_count()))
+  for batch in progress.track(ds, desc=f'Inception features of {config.data.name} ({split})',
+                              total=-(-share // int(config.eval.batch_size))):
     f = np.asarray(features(batch['image']), np.float64)
     n, s1, s2 = n + len(f), s1 + f.sum(0), s2 + f.T @ f
   if jax.process_count() > 1:
@@ -104,3 +109,4 @@ def fid_stats_workdir(config, workdir):
   logging.info('FID reference statistics of %d images of %s (%s) written to %s; use '
                '--config.eval.fid_stats=%s.', n, config.data.name, split, path, path)
   return path
+

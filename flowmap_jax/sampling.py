@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flowmap_jax import flow_map
+from flowmap_jax import progress
 
 
 def uniform_grid(num_steps: int):
@@ -75,10 +76,14 @@ def adaptive(velocity, x0, solver='tsit5', rtol=1e-5, atol=1e-5, max_steps=4096,
   return sol.ys[-1], 6 * sol.stats['num_steps'] + 1
 
 
-def in_batches(fn, rng, num_samples, batch_size):
-  """Concatenates fn(key_i, n_i) over batches (keys from rng): bounded memory for big sample counts."""
+def in_batches(fn, rng, num_samples, batch_size, desc=None):
+  """Concatenates fn(key_i, n_i) over batches (keys from rng): bounded memory for big sample counts.
+  With `desc`, the batches' progress is shown (flowmap_jax/progress.py)."""
   out, aux = [], []
-  for i, start in enumerate(range(0, num_samples, batch_size)):
+  starts = range(0, num_samples, batch_size)
+  if desc:
+    starts = progress.track(starts, desc=desc)
+  for i, start in enumerate(starts):
     n = min(batch_size, num_samples - start)
     r = fn(jax.random.fold_in(rng, i), n)
     if isinstance(r, tuple):

@@ -41,22 +41,28 @@ def workdir_of(config, workdir):
   return config.teacher.workdir or str(epath.Path(workdir) / 'teacher')
 
 
-def velocity_fn(exp, guidance=1.0):
-  """params ↦ the diagonal (t, x, y) -> v_θ(t, t, x | y) of `exp`'s network as a velocity field.
+def guided_apply_fn(exp, guidance=1.0):
+  """(params, s, t, x, y) -> v_θ(s, t, x | y) of `exp`'s network, with labels and guidance w ≠ 1
+  classifier-free guided: v_u + w (v_c − v_u), v_u taking the null label, in one network call on
+  the doubled batch (docs/losses.md, "Teachers"; for a flow map, docs/api.md)."""
+  if guidance == 1.0:
+    return exp.apply_fn
 
-  With labels and guidance w ≠ 1, classifier-free guidance v_u + w (v_c − v_u), v_u taking the
-  null label: one network call on the doubled batch.
-  """
-  def bind(params):
-    def v(t, x, y=None):
-      if y is None or guidance == 1.0:
-        return exp.apply_fn(params, t, t, x, y)
-      null = jnp.full_like(y, exp.num_classes)
-      v_c, v_u = common.apply_many(lambda *a: exp.apply_fn(params, *a),
-                                   [(t, t, x, y), (t, t, x, null)])
-      return v_u + guidance * (v_c - v_u)
-    return v
-  return bind
+  def apply(params, s, t, x, y=None):
+    if y is None:
+      return exp.apply_fn(params, s, t, x, y)
+    null = jnp.full_like(y, exp.num_classes)
+    v_c, v_u = common.apply_many(lambda *a: exp.apply_fn(params, *a),
+                                 [(s, t, x, y), (s, t, x, null)])
+    return v_u + guidance * (v_c - v_u)
+  return apply
+
+
+def velocity_fn(exp, guidance=1.0):
+  """params ↦ the diagonal (t, x, y) -> v_θ(t, t, x | y) of `exp`'s network as a velocity field,
+  classifier-free guided at w = `guidance` (guided_apply_fn)."""
+  apply = guided_apply_fn(exp, guidance)
+  return lambda params: lambda t, x, y=None: apply(params, t, t, x, y)
 
 
 def config_of(config, workdir):
@@ -106,7 +112,8 @@ def load(config, workdir, train_fn=None, require_existing=False):
   texp = state_lib.Experiment(tconfig)
   mngr = checkpoint.manager(tworkdir)
   errors = []
-  restored = checkpoint.restore_fields(mngr, {'eval_emas': texp.abstract_state().eval_emas}, errors)
+  abstract = {'eval_emas': texp.abstract_state().eval_emas}
+  _, restored = checkpoint.restore_fields(mngr, abstract, errors)
   mngr.close()
   if restored is None:
     raise validate.ConfigError([

@@ -61,6 +61,19 @@ def teacher_dir(tmp_path_factory):
   return d
 
 
+@pytest.fixture(scope='session')
+def student_dir(teacher_dir, tmp_path_factory):
+  """The embedded default at smoke size (itvm_checkerboard:smoke distilled from teacher_dir),
+  trained once for the whole session: what `flowmap_jax.load` and the README's example read."""
+  from flowmap_jax import config_io  # pylint: disable=g-import-not-at-top
+  from flowmap_jax import train  # pylint: disable=g-import-not-at-top
+  d = str(tmp_path_factory.mktemp('student'))
+  config = config_io.load('configs/itvm_checkerboard.py:smoke')
+  config.teacher.workdir = teacher_dir
+  train.train_and_evaluate(config, d)
+  return d
+
+
 @pytest.fixture
 def loss_config():
   from flowmap_jax import config_io  # pylint: disable=g-import-not-at-top
