@@ -44,12 +44,75 @@ def parse_flags(argv):
     rest = FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except  (flags.Error, config file errors)
     cause = e.__cause__ or e
-    _config_error([f'{type(cause).__name__}: {cause}'.strip()])
+    text = f'{type(cause).__name__}: {cause}'.strip()
+    if 'Traceback (most recent call last)' in text:  # a config file's own error, traceback quoted
+      text = f'{text.splitlines()[0].rstrip(": ")}: {_last_line(text)}'
+    elif not isinstance(cause, flags.Error):
+      # An override of a field the config does not have, or the config file's get_config raising.
+      text = _unknown_override(argv) or f'--config {_config_arg(argv)} does not load: {text}'
+    _config_error([text])
   missing = [f'--{n}' for n in ('config', 'workdir') if FLAGS[n].value is None]
   if missing:
     _config_error([f'{" and ".join(missing)} must be given, e.g. --config '
                    'configs/itvm_checkerboard.py --workdir runs/itvm_checkerboard.'])
+  problem = _config_file_problem() or _workdir_problem(FLAGS.workdir)
+  if problem:
+    _config_error([problem])
   return rest
+
+
+def _config_file_problem():
+  """config_flags defers a config file that does not load (missing, or its get_config raising) to
+  the first access of the config; this asks now and names the file."""
+  spec = FLAGS['config'].config_filename
+  try:
+    FLAGS.config.keys()
+  except OSError as e:
+    path = spec.partition(':')[0]
+    if not os.path.isfile(path):
+      return (f'--config {spec}: there is no config file {os.path.abspath(path)} (a path '
+              'relative to the current directory, e.g. configs/itvm_checkerboard.py).')
+    cause = e.__cause__ or e
+    return f'--config {spec} does not load: {_last_line(str(cause)) or type(cause).__name__}'
+  return None
+
+
+def _config_arg(argv):
+  for i, a in enumerate(argv):
+    if a.startswith(('--config=', '-config=')):
+      return a.split('=', 1)[1]
+    if a in ('--config', '-config') and i + 1 < len(argv):
+      return argv[i + 1]
+  return '?'
+
+
+def _unknown_override(argv):
+  """'--config.a.b=v: <config> has no field a.b' for the first override naming a missing field."""
+  from flowmap_jax import config_io  # pylint: disable=g-import-not-at-top
+  spec = _config_arg(argv)
+  try:
+    fields = set(config_io.flatten(config_io.to_dict(config_io.load(spec))))
+  except Exception:  # pylint: disable=broad-except  (the file itself does not load)
+    return None
+  for a in argv:
+    if a.startswith('--config.'):
+      field = a[len('--config.'):].split('=', 1)[0]
+      if field not in fields and not any(f.startswith(field + '.') for f in fields):
+        return f'{a}: {spec} has no field {field}.'
+  return None
+
+
+def _last_line(text):
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  return lines[-1] if lines else ''
+
+
+def _workdir_problem(workdir):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = epath.Path(workdir)
+  if '://' not in workdir and path.exists() and not path.is_dir():
+    return f'--workdir {workdir} is a file; a workdir is a folder (it is created when missing).'
+  return None
 
 
 def initialize_distributed(jax):

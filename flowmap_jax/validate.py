@@ -24,7 +24,8 @@ from flowmap_jax.data import toy
 # Fields a resumed run may change: how long it runs, how it logs and how it is evaluated.
 MUTABLE_PREFIXES = ('train.num_steps', 'train.log_every', 'train.checkpoint_every',
                     'train.keep_checkpoints', 'train.plot_every', 'train.allow_config_change',
-                    'train.max_bad_steps', 'eval.', 'teacher.require_existing')
+                    'train.max_bad_steps', 'train.wandb_project', 'eval.',
+                    'teacher.require_existing')
 
 
 class ConfigError(ValueError):
@@ -69,6 +70,18 @@ def problems_of(config, num_devices=None, num_processes=None):
   _choice(p, 'optim.name', o.name, state.OPTIMIZERS)
   _choice(p, 'optim.schedule', o.schedule, state.SCHEDULES)
   _choice(p, 'eval.teacher_ode', config.eval.teacher_ode, sampling.SOLVERS)
+  # Fields with a fixed set of values are checked even where the chosen network ignores them (the MLP
+  # has no dtype or remat), so a typo never trains silently.
+  _choice(p, 'model.dtype', m.get('dtype', 'float32'), models.DTYPES)
+  _choice(p, 'model.remat', m.get('remat', 'none'), models.REMAT)
+  if 'mlp' in m:
+    _choice(p, 'model.mlp.activation', m.mlp.activation, models.ACTIVATIONS)
+  if 'dit' in m:
+    _choice(p, 'model.dit.size', m.dit.size, models.DIT_SIZES)
+  _path_problems(p, config)
+  if t.get('wandb_project', '') and not _wandb_installed():
+    p.append(f'train.wandb_project={t.wandb_project!r} logs to Weights & Biases, which is not '
+             'installed: pip install -e ".[wandb]" (or leave the field empty).')
 
   _in_range(p, 'loss.time_min', l.time_min, 0.0, 1.0)
   _in_range(p, 'loss.time_max', l.time_max, 0.0, 1.0)
@@ -145,6 +158,36 @@ def problems_of(config, num_devices=None, num_processes=None):
   return p
 
 
+def _wandb_installed():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return importlib.util.find_spec('wandb') is not None
+
+
+def _is_local(path):
+  return '://' not in str(path)
+
+
+def _path_problems(p, config):
+  """Path fields: a file that is named must be there and be a file, a folder a folder (local paths;
+  a bucket path, gs://..., is read as it is). data.path (npz, folder) is checked with the image
+  fields; --mode fid_stats writes eval.fid_stats, so that one only may not exist yet."""
+  e, t = config.eval, config.teacher
+  for field in ('fid_weights', 'classifier'):
+    path = e.get(field, '')
+    if path and _is_local(path) and not os.path.isfile(path):
+      p.append(f'eval.{field}={path!r} ' + ('is a folder, not a file.' if os.path.isdir(path)
+                                            else 'does not exist.'))
+  stats = e.get('fid_stats', '')
+  if stats and _is_local(stats) and os.path.isdir(stats):
+    p.append(f'eval.fid_stats={stats!r} is a folder; name the .npz file of the statistics.')
+  if t.workdir and _is_local(t.workdir) and os.path.exists(t.workdir) and not os.path.isdir(
+      t.workdir):
+    p.append(f'teacher.workdir={t.workdir!r} is a file, not a workdir (a folder).')
+  data_dir = config.data.get('data_dir', '')
+  if data_dir and _is_local(data_dir) and not os.path.isdir(data_dir):
+    p.append(f'data.data_dir={data_dir!r} is not a folder (the tfds data directory).')
+
+
 def _loss_option_problems(p, l):
   """Each loss's block loss.<name> against its registry entry; the chosen loss's must exist."""
   for name, spec in losses.REGISTRY.items():
@@ -184,6 +227,12 @@ def _image_problems(p, config):
                f"{'an .npz file' if d.name == 'npz' else 'a folder of images'} from it.")
     elif not os.path.exists(path):
       p.append(f'data.path={path!r} does not exist.')
+    elif d.name == 'npz' and not os.path.isfile(path):
+      p.append(f"data.path={path!r} is a folder; data.name='npz' reads one .npz file (use "
+               "data.name='folder' for a folder of images).")
+    elif d.name == 'folder' and not os.path.isdir(path):
+      p.append(f"data.path={path!r} is a file; data.name='folder' reads a folder of images (use "
+               "data.name='npz' for an .npz file).")
     if d.get('channels', 3) not in (1, 3):
       p.append(f"data.channels={d.get('channels')!r} must be 1 (grayscale) or 3 (RGB).")
     if d.class_conditional and d.get('num_classes', 0) < 1:
@@ -197,8 +246,6 @@ def _image_problems(p, config):
     p.append(f'loss.label_dropout={l.label_dropout} needs data.class_conditional=True.')
   if config.teacher.guidance < 0 or e.guidance < 0:
     p.append('teacher.guidance and eval.guidance must be >= 0 (1 = no guidance).')
-  _choice(p, 'model.dtype', m.dtype, models.DTYPES)
-  _choice(p, 'model.remat', m.remat, models.REMAT)
   if e.fid_samples < 2 or e.grid_size < 1 or e.batch_size < 1:
     p.append(f'eval.fid_samples={e.fid_samples} must be >= 2 and eval.grid_size={e.grid_size}, '
              f'eval.batch_size={e.batch_size} >= 1.')
@@ -224,7 +271,6 @@ def _image_problems(p, config):
                  'below 128).')
         break
   if m.name == 'dit':
-    _choice(p, 'model.dit.size', m.dit.size, models.DIT_SIZES)
     if d.image_size % m.dit.patch_size:
       p.append(f'data.image_size={d.image_size} is not divisible by '
                f'model.dit.patch_size={m.dit.patch_size}.')

@@ -12,6 +12,7 @@ from PIL import Image
 
 from flowmap_jax import config_io
 from flowmap_jax.data import images
+from test_pipeline import run_main
 
 REPO = config_io.REPO_ROOT
 SHARED = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'mnist_train.npz')
@@ -150,11 +151,23 @@ def test_bad_input_names_the_file_and_the_problem(tmp_path, case, message):
 
 def test_bad_file_through_the_entry_point_is_exit_code_2(tmp_path):
   np.savez(tmp_path / 'bad.npz', images=np.zeros((4, 28, 28), np.float32))
-  r = subprocess.run([sys.executable, '-m', 'flowmap_jax.main', '--config=configs/fm_mnist.py:smoke',
-                      f'--workdir={tmp_path / "run"}', f'--config.data.path={tmp_path / "bad.npz"}'],
-                     cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
-  assert r.returncode == 2, r.stderr[-2000:]
-  assert 'bad.npz: images have dtype float32' in r.stderr
+  # Negative labels were once answered "set data.num_classes to -10".
+  np.savez(tmp_path / 'negative.npz', images=np.zeros((4, 28, 28), np.uint8),
+           labels=-np.arange(11, 15))
+  cases = [([f'--config.data.path={tmp_path / "bad.npz"}'], 'bad.npz: images have dtype float32'),
+           ([f'--config.data.path={tmp_path / "negative.npz"}', '--config.data.num_classes=10'],
+            'negative.npz: labels give labels -14..-11; labels must be the class indices 0, 1, ...'),
+           ([f'--config.data.path={tmp_path}'], "is a folder; data.name='npz' reads one .npz file"),
+           ([f'--config.data.path={tmp_path / "bad.npz"}', '--config.eval.classifier=/no/d.pickle'],
+            "eval.classifier='/no/d.pickle' does not exist"),
+           ([f'--config.data.path={tmp_path / "bad.npz"}', f'--config.eval.fid_weights={tmp_path}'],
+            f"eval.fid_weights='{tmp_path}' is a folder, not a file"),
+           ([f'--config.data.path={tmp_path / "bad.npz"}', '--config.data.data_dir=/no/tfds'],
+            "data.data_dir='/no/tfds' is not a folder")]
+  for i, (args, message) in enumerate(cases):
+    r = run_main('--config=configs/fm_mnist.py:smoke', f'--workdir={tmp_path / f"run{i}"}', *args)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.skipif(not os.path.exists(SHARED), reason=f'{SHARED} is absent: the shared MNIST '
@@ -171,11 +184,10 @@ def test_mnist_itvm_smoke_through_the_entry_point(tmp_path):
                       '--out', str(classifier), '--steps', '30', '--reference', '100'],
                      cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-2000:]
-  r = subprocess.run([sys.executable, '-m', 'flowmap_jax.main', '--config=configs/itvm_mnist.py:smoke',
-                      f'--workdir={tmp_path / "itvm"}',
-                      f'--config.data.path={tmp_path / "mnist512.npz"}',
-                      f'--config.eval.classifier={classifier}', '--config.eval.fid_samples=100'],
-                     cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+  r = run_main('--config=configs/itvm_mnist.py:smoke', f'--workdir={tmp_path / "itvm"}',
+               f'--config.data.path={tmp_path / "mnist512.npz"}',
+               f'--config.eval.classifier={classifier}', '--config.eval.fid_samples=100',
+               timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   for run in ('itvm', 'itvm/teacher'):
     result = json.loads((tmp_path / run / 'eval.json').read_text())

@@ -1,6 +1,5 @@
 """A run never loses work, and bad input never gets far: kill/resume, corrupt checkpoints,
 non-finite steps, config validation, workdir and teacher safety."""
-import concurrent.futures
 import glob
 import json
 import os
@@ -19,6 +18,7 @@ from flowmap_jax import checkpoint
 from flowmap_jax import state as state_lib
 from flowmap_jax import train
 from flowmap_jax import validate
+import entry_point
 import faults
 from test_pipeline import REPO, run_main, smoke
 
@@ -58,9 +58,7 @@ def test_three_kill9_cycles_end_bit_identical(teacher_dir, tmp_path):
   rnd = random.Random(0)
   for cycle in range(3):
     before = _latest_step(killed)
-    proc = subprocess.Popen([sys.executable, '-m', 'flowmap_jax.main', *args,
-                             f'--workdir={killed}'], cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = entry_point.start_main(*args, f'--workdir={killed}')
     deadline = time.time() + 300
     # Wait for this process to write a checkpoint of its own, then kill it at a random moment.
     while _latest_step(killed) <= before and proc.poll() is None and time.time() < deadline:
@@ -155,25 +153,57 @@ BAD = [  # (override, what the message must say)
     ('--config.train.eval_ema_rates=(0.9,1.0)', 'train.eval_ema_rates=1.0 must be in [0.0, 1.0)'),
     ("--config.teacher.config=configs/nope.py", "teacher.config='configs/nope.py' is not a config"),
     ('--config.loss.diag_fraction=abc', 'diag_fraction'),
-    ('--config.loss.nope=1', 'nope'),
+    ('--config.loss.nope=1', '--config.loss.nope=1: configs/itvm_checkerboard.py:smoke has no '
+     'field loss.nope.'),
     ('--config.model.remat=full', "model.remat='full' applies to the image networks"),
+    # Fields with fixed values are checked where the chosen network ignores them (the MLP has no
+    # dtype; the DiT block is there though model.name is mlp).
+    ('--config.model.dtype=float8', "model.dtype='float8' is not known"),
+    ('--config.model.mlp.activation=swish', "model.mlp.activation='swish' is not known"),
+    ('--config.loss.psd.gamma=middle', "loss.psd.gamma='middle' is not known"),
+    # Path fields.
+    ('--config.eval.classifier=x.pickle', 'configs/itvm_checkerboard.py:smoke has no field '
+     'eval.classifier'),   # a 2-D config has no image evaluation block
+    ('--config.teacher.workdir=setup.py', "teacher.workdir='setup.py' is a file, not a workdir"),
 ]
 
 
 def _main_with(override, workdir):
-  return subprocess.run(
-      [sys.executable, '-m', 'flowmap_jax.main', '--config=configs/itvm_checkerboard.py:smoke',
-       f'--workdir={workdir}', *override.split()], cwd=REPO, env=ENV, capture_output=True,
-      text=True, timeout=300)
+  return run_main('--config=configs/itvm_checkerboard.py:smoke', f'--workdir={workdir}',
+                  *override.split(), timeout=300)
 
 
 def test_every_validation_rule_exits_2_with_its_message(tmp_path):
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    results = list(pool.map(lambda ov: _main_with(ov[0], tmp_path / str(hash(ov[0]))), BAD))
+  results = [_main_with(override, tmp_path / str(i)) for i, (override, _) in enumerate(BAD)]
   for (override, message), r in zip(BAD, results):
     assert r.returncode == 2, (override, r.returncode, r.stderr[-1500:])
     assert message in r.stderr, (override, r.stderr[-1500:])
     assert 'Traceback' not in r.stderr, (override, r.stderr[-1500:])
+
+
+def test_bad_command_lines_exit_2_in_one_line(tmp_path):
+  """A --config file that does not exist or raises, a --workdir that is a file: exit 2, one line
+  naming the problem, no traceback."""
+  raising = tmp_path / 'raising.py'
+  raising.write_text('def get_config():\n  raise RuntimeError("no such experiment")\n')
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  cases = [
+      (['--config=configs/nope.py', f'--workdir={tmp_path / "w"}'],
+       f'--config configs/nope.py: there is no config file {REPO}/configs/nope.py'),
+      ([f'--config={raising}', f'--workdir={tmp_path / "w"}'],
+       f'--config {raising} does not load: RuntimeError: no such experiment'),
+      (['--config=configs/lsd_checkerboard.py:huge', f'--workdir={tmp_path / "w"}'],
+       "Unknown config argument 'huge'; known: smoke."),
+      (['--config=configs/lsd_checkerboard.py:smoke', f'--workdir={a_file}'],
+       f'--workdir {a_file} is a file; a workdir is a folder'),
+  ]
+  results = [run_main(*args, timeout=300) for args, _ in cases]
+  for (args, message), r in zip(cases, results):
+    assert r.returncode == 2, (args, r.returncode, r.stderr[-1500:])
+    lines = [l for l in r.stderr.splitlines() if l.startswith('  - ')]
+    assert len(lines) == 1 and message in lines[0], (args, r.stderr[-1500:])
+    assert 'Traceback' not in r.stderr, (args, r.stderr[-1500:])
 
 
 def test_batch_must_divide_the_mesh():

@@ -178,7 +178,10 @@ def _check_labels(path, labels, data_config, what='labels'):
   if labels is None:
     raise DataError(f'{path}: has no labels, but data.class_conditional=True; turn it off or give '
                     'labels (an npz array "labels", or one subfolder per class).')
-  if labels.min() < 0 or labels.max() >= n:
+  if labels.min() < 0:
+    raise DataError(f'{path}: {what} give labels {int(labels.min())}..{int(labels.max())}; labels '
+                    'must be the class indices 0, 1, ..., K - 1 (no negative ones).')
+  if labels.max() >= n:
     raise DataError(f'{path}: {what} give labels {int(labels.min())}..{int(labels.max())}, but '
                     f'data.num_classes={n}; set it to {int(labels.max()) + 1}.')
 

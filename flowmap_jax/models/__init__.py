@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flowmap_jax.models import dit
 from flowmap_jax.models import layers
 from flowmap_jax.models.dit import DiT
-from flowmap_jax.models.mlp import MLP
+from flowmap_jax.models.mlp import ACTIVATIONS, MLP
 from flowmap_jax.models.unet import DhariwalUNet, SongUNet
 from flowmap_jax.models.weighting import LossWeighting
 
