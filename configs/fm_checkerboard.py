@@ -39,7 +39,8 @@ def get_config(arg=None):
   c.train = ml_collections.ConfigDict(dict(
       num_steps=4000, log_every=100, checkpoint_every=1000, keep_checkpoints=3,
       eval_ema_rates=(0.999,),  # EMAs for sampling and evaluation (the slowest is used)
-      init_from_teacher=False, max_bad_steps=0, allow_config_change=False, plot_every=0))
+      init_from_teacher=False, max_bad_steps=0, allow_config_change=False, wandb_project='',
+      plot_every=0))
 
   c.teacher = common.teacher()
   c.eval = common.eval_2d()

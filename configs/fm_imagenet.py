@@ -40,7 +40,7 @@ def get_config(arg=None):
   c.train = ml_collections.ConfigDict(dict(
       num_steps=400_000, log_every=100, checkpoint_every=5000, keep_checkpoints=3,
       eval_ema_rates=(0.999, 0.9999), init_from_teacher=False, max_bad_steps=0,
-      allow_config_change=False, plot_every=10_000))
+      allow_config_change=False, wandb_project='', plot_every=10_000))
 
   c.teacher = common.teacher()
   c.eval = common.eval_images()

@@ -45,7 +45,7 @@ def get_config(arg=None):
       # The EMAs start at the initial weights and keep rate^steps of them: 0.999 after 1500 steps
       # still held 22 % of the random init (adaptive-ODE samples 69 % recognisable, 0.99's 92 %).
       eval_ema_rates=(0.99, 0.995), init_from_teacher=False, max_bad_steps=0,
-      allow_config_change=False, plot_every=500))
+      allow_config_change=False, wandb_project='', plot_every=500))
 
   c.teacher = common.teacher()
   c.eval = common.eval_images()

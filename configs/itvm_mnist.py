@@ -42,7 +42,7 @@ def get_config(arg=None):
       num_steps=1000, log_every=50, checkpoint_every=250, keep_checkpoints=2,
       # A short run: its EMAs keep rate^steps of the start (configs/fm_mnist.py).
       eval_ema_rates=(0.99, 0.995), init_from_teacher=True, max_bad_steps=0,
-      allow_config_change=False, plot_every=500))
+      allow_config_change=False, wandb_project='', plot_every=500))
 
   c.teacher = common.teacher('configs/fm_mnist.py')
   c.teacher.guidance = 2.0

@@ -36,7 +36,7 @@ def get_config(arg=None):
   c.train = ml_collections.ConfigDict(dict(
       num_steps=8000, log_every=100, checkpoint_every=1000, keep_checkpoints=3,
       eval_ema_rates=(0.999,), init_from_teacher=False, max_bad_steps=0,
-      allow_config_change=False, plot_every=0))
+      allow_config_change=False, wandb_project='', plot_every=0))
 
   c.teacher = common.teacher()  # none: self-distillation
   c.eval = common.eval_2d()

@@ -9,7 +9,6 @@ import time
 
 import jax
 from absl import logging
-from clu import metric_writers
 from clu import periodic_actions
 from etils import epath
 
@@ -21,6 +20,7 @@ from flowmap_jax import state as state_lib
 from flowmap_jax import step as step_lib
 from flowmap_jax import teacher as teacher_lib
 from flowmap_jax import validate
+from flowmap_jax import writers
 from flowmap_jax.data import images
 
 
@@ -106,8 +106,7 @@ def train_and_evaluate(config, workdir):
     start = int(jax.device_get(state.step))
     logging.info('Resuming %s from step %d.', workdir, start)
 
-  is_main = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = writers.create(config, workdir)
   if start == 0:
     writer.write_hparams({k: v for k, v in config_io.flatten(config_io.to_dict(config)).items()
                           if isinstance(v, (int, float, str, bool))})
