@@ -3,8 +3,6 @@ import glob
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -15,6 +13,7 @@ from flowmap_jax import checkpoint
 from flowmap_jax import config_io
 from flowmap_jax import state as state_lib
 from flowmap_jax import train
+import entry_point
 
 CONFIGS_2D = ['fm', 'itvm', 'lmd', 'emd', 'lsd', 'esd', 'psd', 'meanflow']
 REPO = config_io.REPO_ROOT
@@ -32,9 +31,9 @@ def smoke(name, **overrides):
 
 
 def run_main(*args, timeout=600):
-  env = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run([sys.executable, '-m', 'flowmap_jax.main', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  """`python -m flowmap_jax.main ARGS` on one CPU device, forked from the session's warm driver
+  (tests/entry_point.py): the entry point as a user runs it, without the interpreter's start."""
+  return entry_point.run_main(*args, timeout=timeout)
 
 
 @pytest.mark.parametrize('name', CONFIGS_2D)
@@ -74,11 +73,8 @@ def test_resume_after_kill_matches_uninterrupted_run(teacher_dir, tmp_path):
                f'--config.train.checkpoint_every={every}', '--config.train.log_every=50',
                '--config.eval.steps=(1,)']
   killed = tmp_path / 'killed'
-  env = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='3')
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'flowmap_jax.main', '--config=configs/itvm_checkerboard.py:smoke',
-       f'--workdir={killed}', *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL)
+  proc = entry_point.start_main('--config=configs/itvm_checkerboard.py:smoke',
+                                f'--workdir={killed}', *overrides)
   deadline = time.time() + 300
   while not glob.glob(str(killed / 'checkpoints' / str(every))) and time.time() < deadline:
     assert proc.poll() is None, 'the run ended before its first checkpoint'

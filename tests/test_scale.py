@@ -4,7 +4,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -13,6 +12,7 @@ import pytest
 
 from flowmap_jax import checkpoint
 from flowmap_jax import state as state_lib
+import entry_point
 from test_pipeline import REPO, smoke
 
 ARGS = ['--config=configs/lsd_checkerboard.py:smoke', '--config.train.num_steps=20',
@@ -21,8 +21,10 @@ ARGS = ['--config=configs/lsd_checkerboard.py:smoke', '--config.train.num_steps=
 
 
 def _env(devices):
-  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-              TF_CPP_MIN_LOG_LEVEL='3')
+  # Backend optimisation off, as in the test process: it halves compile times, and both sides of
+  # every comparison here run with the same flags.
+  return {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices} '
+                       '--xla_backend_optimization_level=0', 'TF_CPP_MIN_LOG_LEVEL': '3'}
 
 
 def _state(workdir, **overrides):
@@ -38,12 +40,11 @@ def _state(workdir, **overrides):
 def test_two_processes_match_one_process(tmp_path):
   two, one = tmp_path / 'two', tmp_path / 'one'
   r = subprocess.run(['bash', 'launch/local.sh', '2', '4', *ARGS, f'--workdir={two}'], cwd=REPO,
-                     env=dict(_env(4), FLOWMAP_LOG_DIR=str(tmp_path / 'logs')),
+                     env=dict(os.environ, **_env(4), FLOWMAP_LOG_DIR=str(tmp_path / 'logs')),
                      capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   assert 'Process 0 of 2; 4 local and 8 global devices' in r.stdout
-  r = subprocess.run([sys.executable, '-m', 'flowmap_jax.main', *ARGS, f'--workdir={one}'],
-                     cwd=REPO, env=_env(8), capture_output=True, text=True, timeout=600)
+  r = entry_point.run_main(*ARGS, f'--workdir={one}', env=_env(8))
   assert r.returncode == 0, r.stderr[-2000:]
   # The checkpoint the two processes wrote restores here, in one process.
   a, b = _state(str(two)), _state(str(one))
@@ -59,26 +60,22 @@ def test_sigterm_saves_current_step_and_resume_matches(tmp_path):
           '--config.train.checkpoint_every=5000', '--config.train.log_every=100',
           '--config.eval.steps=(1,)']
   run, straight = tmp_path / 'run', tmp_path / 'straight'
-  proc = subprocess.Popen([sys.executable, '-m', 'flowmap_jax.main', *args, f'--workdir={run}'],
-                          cwd=REPO, env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+  proc = entry_point.start_main(*args, f'--workdir={run}', env=_env(1))
   # SIGTERM as soon as training has logged its first steps: in the middle of training, between
   # checkpoints (a fixed sleep lands after the end when the machine is fast).
-  head = []
-  for line in proc.stderr:
-    head.append(line)
-    if '] steps_per_sec=' in line:
-      break
+  deadline = time.time() + 300
+  while ('] steps_per_sec=' not in open(proc.stderr_path).read() and proc.poll() is None
+         and time.time() < deadline):
+    time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  err = ''.join(head) + err
+  proc.wait(timeout=120)
+  err = proc.result.stderr
   assert proc.returncode == 143, err[-2000:]
   assert 'Preempted (SIGTERM) at step' in err
   step = int(err.split('Preempted (SIGTERM) at step ')[1].split(':')[0])
   assert 0 < step < steps and os.path.isdir(run / 'checkpoints' / str(step))
   for workdir in (run, straight):
-    r = subprocess.run([sys.executable, '-m', 'flowmap_jax.main', *args, f'--workdir={workdir}'],
-                       cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600)
+    r = entry_point.run_main(*args, f'--workdir={workdir}', env=_env(1))
     assert r.returncode == 0, r.stderr[-2000:]
   a = _state(str(run), **{'train.num_steps': steps, 'mesh.fsdp': 1})
   b = _state(str(straight), **{'train.num_steps': steps, 'mesh.fsdp': 1})
