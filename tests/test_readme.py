@@ -1,4 +1,5 @@
-"""The README's examples run, its commands parse and validate, and the repository stands alone: every
+"""The README's and docs/ pages' examples run, their commands parse and validate, their links resolve,
+the README fits on a screen or two, and the repository stands alone: every
 docs/ page a docstring or page cites exists, and nothing points outside the repository."""
 import ast
 import glob
@@ -12,30 +13,57 @@ from flowmap_jax import config_io
 from flowmap_jax import validate
 
 REPO = config_io.REPO_ROOT
-README = open(os.path.join(REPO, 'README.md')).read()
-BLOCKS = re.findall(r'```(\w*)\n(.*?)```', README, re.S)
+# The README and the user guides under docs/: their examples run and their commands validate.
+PAGES = ['README.md'] + sorted(os.path.relpath(p, REPO) for p in glob.glob(
+    os.path.join(REPO, 'docs', '*.md')))
+TEXTS = {p: open(os.path.join(REPO, p), encoding='utf-8').read() for p in PAGES}
+ALL_PAGES = '\n'.join(TEXTS.values())
+BLOCKS = re.findall(r'```(\w*)\n(.*?)```', ALL_PAGES, re.S)
+DEFAULT_WORKDIR = 'runs/itvm_checkerboard'
 
 
-def test_python_examples_run(capsys):
-  examples = [code for lang, code in BLOCKS if lang == 'python']
-  assert examples
+def test_python_examples_run(capsys, student_dir, tmp_path):
+  """Every Python block of the pages runs, in a folder where the default run's workdir
+  (runs/itvm_checkerboard) is that run at smoke size (the session's student_dir)."""
+  examples = [(page, code) for page, text in TEXTS.items()
+              for lang, code in re.findall(r'```(\w*)\n(.*?)```', text, re.S) if lang == 'python']
+  assert any(page == 'README.md' for page, _ in examples)
+  (tmp_path / 'runs').mkdir()
+  os.symlink(student_dir, tmp_path / DEFAULT_WORKDIR)
   cwd = os.getcwd()
-  os.chdir(REPO)
+  os.chdir(tmp_path)
   try:
-    for code in examples:
-      exec(compile(code, 'README.md', 'exec'), {})  # pylint: disable=exec-used
+    for page, code in examples:
+      namespace = {}
+      exec(compile(code, page, 'exec'), namespace)  # pylint: disable=exec-used
+      if "flowmap_jax.load('runs/itvm_checkerboard')" in code and 'samples' in namespace:
+        assert namespace['samples'].shape == (10_000, 2), page
   finally:
     os.chdir(cwd)
   assert "['loss/diag', 'loss/init', 'loss/offdiag', 'loss/term'" in capsys.readouterr().out
 
 
+def test_readme_fits_on_a_screen_or_two():
+  assert len(TEXTS['README.md'].splitlines()) <= 200
+
+
+def test_relative_links_resolve():
+  """Every [text](path) of the pages points at a file of the repository."""
+  for page, text in TEXTS.items():
+    for target in re.findall(r'\]\(([^)\s]+)\)', text):
+      if re.match(r'\w+://|#|mailto:', target):
+        continue
+      path = os.path.normpath(os.path.join(REPO, os.path.dirname(page), target.split('#')[0]))
+      assert os.path.exists(path), (page, target)
+
+
 def _commands():
-  """Every command of the README that names a config: in code blocks (continuations joined) and in
+  """Every command of the pages that names a config: in code blocks (continuations joined) and in
   backticks in the text and tables."""
   lines = []
   for _, code in BLOCKS:
     lines += code.replace('\\\n', ' ').splitlines()
-  lines += re.findall(r'`([^`\n]*--config[ =]configs/[^`\n]*)`', README)
+  lines += re.findall(r'`([^`\n]*--config[ =]configs/[^`\n]*)`', ALL_PAGES)
   return [l.split('#')[0] for l in lines if re.search(r'--config[ =]configs/', l)]
 
 
@@ -68,21 +96,33 @@ def _parse(command):
 def test_readme_commands_parse_and_validate(tmp_path, monkeypatch):
   commands = _commands()
   assert len(commands) >= 15, commands
-  monkeypatch.chdir(tmp_path)   # where the user's own files (data.path) are, here empty stand-ins
+  monkeypatch.chdir(tmp_path)   # where the user's own files are, here empty stand-ins
   for command in commands:
     config = _parse(command)
-    if config.data.get('path'):
-      (tmp_path / config.data.path).touch()
+    # The files and folders a command names (data, tfds directory, FID weights, classifier) are the
+    # user's: stand-ins of the same name here, so that validation checks everything else.
+    for block, field, is_dir in [('data', 'path', False), ('data', 'data_dir', True),
+                                 ('eval', 'fid_weights', False), ('eval', 'classifier', False)]:
+      if config[block].get(field):
+        if config.data.name == 'folder' and field == 'path':
+          is_dir = True
+        stand_in = tmp_path / 'user' / os.path.basename(config[block][field])
+        stand_in.parent.mkdir(exist_ok=True)
+        if is_dir:
+          stand_in.mkdir(exist_ok=True)
+        else:
+          stand_in.touch()
+        config[block][field] = str(stand_in)
     assert validate.problems_of(config, num_devices=1, num_processes=1) == [], command
 
 
-def test_every_override_the_readme_mentions_exists():
+def test_every_override_the_pages_mention_exists():
   configs = [config_io.load(p) for p in sorted(glob.glob(os.path.join(REPO, 'configs', '[a-z]*_*.py')))]
   fields = set()
   for c in configs:
     fields |= set(config_io.flatten(config_io.to_dict(c)))
-  for field in set(re.findall(r'--config\.([\w.]+)=', README)):
-    assert field in fields, f'README names --config.{field}, which no config has'
+  for field in set(re.findall(r'--config\.([\w.]+)=', ALL_PAGES)):
+    assert field in fields, f'a page names --config.{field}, which no config has'
 
 
 def _cited_docs(text):
