@@ -156,15 +156,10 @@ def load(workdir, ema=None) -> Model:
     raise FileNotFoundError(f'{workdir} holds no checkpoint yet ({workdir}/checkpoints).')
   config = config_io.from_json(saved.read_text())
   exp = state_lib.Experiment(config, mesh=_one_device_mesh())
-  mngr = checkpoint.manager(workdir)
-  errors = []
-  abstract = {'eval_emas': exp.abstract_state().eval_emas}
-  step, restored = checkpoint.restore_fields(mngr, abstract, errors)
-  mngr.close()
-  if restored is None:
+  step, emas, errors = checkpoint.restore_eval_emas(workdir, exp)
+  if emas is None:
     raise ValueError(f'No checkpoint in {workdir}/checkpoints restores with its config.json: '
                      + '; '.join(f'step {s}: {m}' for s, m in errors))
-  emas = restored['eval_emas']
   if ema is None:
     key = max(emas, key=float)
   else:

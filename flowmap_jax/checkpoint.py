@@ -117,6 +117,17 @@ def restore_fields(mngr, abstract_fields, errors=None):
   return None, None
 
 
+def restore_eval_emas(workdir, exp):
+  """(step, {rate: params}, errors): the evaluation EMAs of the latest checkpoint of `workdir` that
+  restores into `exp`'s shapes and shardings (a partial restore: whatever else the state holds, and
+  on whatever mesh it was written); (None, None, errors) when none does."""
+  mngr = manager(workdir)
+  errors = []
+  step, fields = restore_fields(mngr, {'eval_emas': exp.abstract_state().eval_emas}, errors)
+  mngr.close()
+  return step, None if fields is None else fields['eval_emas'], errors
+
+
 def has_checkpoint(workdir):
   d = epath.Path(workdir) / 'checkpoints'
   return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())

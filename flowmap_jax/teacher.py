@@ -110,19 +110,15 @@ def load(config, workdir, train_fn=None, require_existing=False):
     train_fn(tconfig, tworkdir)
     source = str(epath.Path(tworkdir) / 'config.json')
   texp = state_lib.Experiment(tconfig)
-  mngr = checkpoint.manager(tworkdir)
-  errors = []
-  abstract = {'eval_emas': texp.abstract_state().eval_emas}
-  _, restored = checkpoint.restore_fields(mngr, abstract, errors)
-  mngr.close()
-  if restored is None:
+  _, emas, errors = checkpoint.restore_eval_emas(tworkdir, texp)
+  if emas is None:
     raise validate.ConfigError([
         f'The teacher checkpoint in {epath.Path(tworkdir).absolute()}/checkpoints does not match the '
         f'teacher config {source} (model {tconfig.model.name}): '
         + '; '.join(f'step {s}: {m}' for s, m in errors)
         + '. Point teacher.config at the config the teacher was trained with, or teacher.workdir '
         'at a teacher trained with this one.'])
-  return Teacher(texp, state_lib.slowest_ema(restored['eval_emas']), tworkdir, source)
+  return Teacher(texp, state_lib.slowest_ema(emas), tworkdir, source)
 
 
 def check_init_shapes(exp, teacher):

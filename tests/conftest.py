@@ -10,12 +10,20 @@ import tempfile
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
                       '--xla_backend_optimization_level=0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-# One compilation cache for the session (this process and the runs it starts): identical programs,
-# e.g. a teacher's step in several runs, compile once.
+# One compilation cache for this process and the runs it starts, kept between sessions: identical
+# programs (a teacher's step in several runs, the same smoke networks in the next session) compile
+# once. Its key is the program, the compile options and the JAX version, so a stale entry cannot be
+# hit; it is capped at 2 GB, least recently used entries going first. FLOWMAP_TEST_CACHE names
+# another folder; set empty, a fresh cache for this session only (a cold run, as on a new machine).
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-  _cache = tempfile.mkdtemp(prefix='flowmap_jax_cache_')
+  _cache = os.environ.get('FLOWMAP_TEST_CACHE', os.path.join(
+      os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')), 'flowmap_jax', 'jax_tests'))
+  if not _cache:
+    _cache = tempfile.mkdtemp(prefix='flowmap_jax_cache_')
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)  # a few hundred MB per session
+  os.makedirs(_cache, exist_ok=True)
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
-  atexit.register(shutil.rmtree, _cache, ignore_errors=True)  # a few hundred MB per session
+  os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(2 * 1024 ** 3))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 sys.path.insert(0, os.path.dirname(__file__))
 

@@ -22,7 +22,7 @@ import entry_point
 import faults
 from test_pipeline import REPO, run_main, smoke
 
-ENV = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='3')
+ENV = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0', TF_CPP_MIN_LOG_LEVEL='3')
 
 
 def _state(workdir, config):
