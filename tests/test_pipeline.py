@@ -30,10 +30,10 @@ def smoke(name, **overrides):
   return c
 
 
-def run_main(*args, timeout=600):
+def run_main(*args, env=None, timeout=600):
   """`python -m flowmap_jax.main ARGS` on one CPU device, forked from the session's warm driver
   (tests/entry_point.py): the entry point as a user runs it, without the interpreter's start."""
-  return entry_point.run_main(*args, timeout=timeout)
+  return entry_point.run_main(*args, env=env, timeout=timeout)
 
 
 @pytest.mark.parametrize('name', CONFIGS_2D)
