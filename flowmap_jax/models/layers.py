@@ -1,10 +1,9 @@
-"""Layers the image networks share: rematerialisation, attention, GroupNorm, dtype casts, and DiT's
-conditioning vector."""
+"""Layers the image networks share: rematerialisation, GroupNorm, dtype casts, and DiT's
+conditioning vector (attention has its own module, models/attention.py)."""
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from flowmap_jax.models.embeddings import TwoTimeEmbedding
+from flowmap_jax.models.embeddings import SiTTimeEmbedding, TwoTimeEmbedding
 
 # Rematerialisation of each residual/transformer block (`jax.checkpoint` through `nn.remat`): the
 # backward pass (and the jvp's backward) recomputes a block's activations instead of keeping them.
@@ -23,15 +22,6 @@ def remat_block(block, remat):
   return nn.remat(block, static_argnums=(3,), policy=REMAT[remat])
 
 
-def attention(q, k, v):
-  """Softmax attention over the token axis; q, k, v: (B, N, heads, d). Logits in at least float32
-  (bfloat16 activations), float64 where the inputs are."""
-  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k)
-  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32)) / jnp.sqrt(q.shape[-1])
-  weights = nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
-
-
 def group_norm(channels, dtype, eps=1e-6, name=None):
   """GroupNorm with min(32, C/4) groups (EDM's rule); statistics in float32 under mixed precision,
   else in the inputs' dtype (float64 in the derivative tests)."""
@@ -48,9 +38,14 @@ def conditioning(module, s, t, y, dim, kernel_init=nn.initializers.lecun_normal(
                  embed_init=nn.initializers.variance_scaling(1.0, 'fan_in', 'normal', out_axis=0)):
   """The conditioning vector silu(emb(s, t − s) + emb(y)): the label y of a class-conditional network
   through an embedding table with one extra row (the dropped label of classifier-free guidance).
-  `kernel_init` and `embed_init` initialise the time MLP and the table."""
-  emb = TwoTimeEmbedding(dim, num=module.num_fourier, max_freq=module.max_freq,
-                         kernel_init=kernel_init, name='time_embedding')(s, t)
+  `kernel_init` and `embed_init` initialise the time MLP and the table. emb(s, t − s) is our
+  Fourier one, or SiT's where the module's `time_embedding` is 'sit' (embeddings.SiTTimeEmbedding:
+  SiT's embedder of s plus a zero-initialised one of t − s, docs/sit.md)."""
+  if getattr(module, 'time_embedding', 'fourier') == 'sit':
+    emb = SiTTimeEmbedding(dim, kernel_init=kernel_init, name='time_embedding')(s, t)
+  else:
+    emb = TwoTimeEmbedding(dim, num=module.num_fourier, max_freq=module.max_freq,
+                           kernel_init=kernel_init, name='time_embedding')(s, t)
   if module.num_classes:
     if y is None:
       raise ValueError(f'{type(module).__name__} is class-conditional (num_classes='

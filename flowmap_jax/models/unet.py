@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from flowmap_jax.models.embeddings import fourier
-from flowmap_jax.models.layers import attention, cast, group_norm, remat_block
+from flowmap_jax.models.attention import attention
+from flowmap_jax.models.layers import cast, group_norm, remat_block
 
 
 def edm_init(mode, fan_in, fan_out, scale):
@@ -117,6 +118,7 @@ class UNetBlock(nn.Module):
   init_zero: tuple = ()     # ... of conv1 and the attention projection
   init_attn: tuple = ()     # ... of the qkv projection
   dtype: Optional[jnp.dtype] = None
+  attention_impl: str = 'xla'  # models.ATTENTIONS (`attention` is whether the block has any)
 
   @nn.compact
   def __call__(self, x, emb, train):
@@ -146,7 +148,7 @@ class UNetBlock(nn.Module):
         group_norm(C, self.dtype, self.eps, name='norm2')(x))
     # EDM's channel layout: (head, channel within the head, q|k|v).
     qkv = qkv.reshape(B, H * W, heads, C // heads, 3)
-    a = attention(qkv[..., 0], qkv[..., 1], qkv[..., 2]).reshape(B, H, W, C)
+    a = attention(qkv[..., 0], qkv[..., 1], qkv[..., 2], self.attention_impl).reshape(B, H, W, C)
     return (Conv2d(C, 1, name='proj', **mk(self.init_zero))(a) + x) * jnp.asarray(
         self.skip_scale, x.dtype)
 
@@ -164,6 +166,7 @@ class _EDMUNet(nn.Module):
   sigma: float = 0.5
   dtype: Optional[jnp.dtype] = None  # activations (bfloat16: mixed precision); params stay float32
   remat: str = 'none'              # models.REMAT: recompute each UNetBlock in the backward pass
+  attention: str = 'xla'           # models.ATTENTIONS: how the blocks compute attention
 
   def time_features(self, s, t, width):
     """Ours: Fourier features of s and t − s, linearly mapped to EDM's noise-embedding width."""
@@ -180,7 +183,8 @@ class _EDMUNet(nn.Module):
   def unet(self, x, emb, train, block_kwargs, first_channels, song):
     """EDM's encoder and decoder (names as EDM's enc/dec keys), returning the last features."""
     Block = remat_block(UNetBlock, self.remat)
-    block = lambda name, features, **kw: Block(features, name=name, **block_kwargs, **kw)
+    block = lambda name, features, **kw: Block(features, name=name, attention_impl=self.attention,
+                                               **block_kwargs, **kw)
     res0 = x.shape[1]
     skips = []
     h = x
