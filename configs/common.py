@@ -18,6 +18,33 @@ def check_arg(arg):
   return arg
 
 
+def with_arg(c, arg):
+  """The config of `file.py:arg`: the experiment itself, or its :smoke variant."""
+  if check_arg(arg) == 'smoke':
+    if c.data.name == 'latents':
+      smoke_latents(c)
+    else:
+      smoke_images(c)
+  return c
+
+
+def latent_data(resolution, vae_factor=8, latent_channels=4):
+  """ImageNet at `resolution` px in the latent space of Stable Diffusion's VAE (data/latents.py):
+  data.vae names the user's diffusion_pytorch_model.safetensors (sd-vae-ft-ema or -mse), data.path
+  the folder `--mode prepare_latents` writes and training reads; data.images the image set it
+  encodes (ADM's centre crop), with how the preparation batches and shards it and stores the
+  posterior (float16). The latents are scaled by SD's 0.18215, or standardised per channel when
+  data.latent_mean and data.latent_std are given."""
+  size = resolution // vae_factor
+  return ml_collections.ConfigDict(dict(
+      name='latents', path='', vae='', image_size=resolution,
+      latent_shape=(size, size, latent_channels),
+      latent_scale=0.18215, latent_mean=(), latent_std=(), posterior='sample',
+      images=dict(name='imagenet2012', data_dir='', path='', num_classes=0, batch_size=64,
+                  shard_size=2048, store_dtype='float16', vae_dtype='float32'),
+      class_conditional=True, random_flip=True, batch_size=256, sigma0=1.0, num_workers=4))
+
+
 def loss_options():
   """Every loss's option block (loss.itvm, loss.lsd, loss.psd, ...) at its registry defaults, so a
   run can switch `--config.loss.name` and set any loss's options on the command line."""
@@ -111,4 +138,16 @@ def smoke_images(c):
   c.eval.ode_rtol = c.eval.ode_atol = 1e-2
   if c.teacher.config:
     c.teacher.config = c.teacher.config.partition(':')[0] + ':smoke'
+  return c
+
+
+def smoke_latents(c):
+  """smoke_images for a latent experiment: 16 px images and the 8×8×4 latents of the tests' tiny
+  two-level VAE (tests/vae_files.py), a tiny DiT; data.vae and data.path come from the command line."""
+  smoke_images(c)
+  c.data.image_size = 16
+  c.data.latent_shape = (8, 8, 4)
+  c.data.images.batch_size = 4
+  c.data.images.shard_size = 8
+  c.model.dit.size, c.model.dit.patch_size = 'T', 2
   return c

@@ -1,4 +1,4 @@
-"""Class-conditional flow-matching teacher on ImageNet 64×64 (the teacher of the main job).
+"""Class-conditional flow-matching teacher on ImageNet 64×64 (the teacher of configs/itvm_imagenet64.py).
 
 EDM's ImageNet-64 network, ADM (192 channels ×[1,2,3,4], 3 blocks, attention at 32/16/8,
 dropout 0.1; 295.9 M parameters), labels dropped to a null class 10 % of the time (classifier-free guidance),
@@ -24,9 +24,11 @@ def get_config(arg=None):
   c.model.name = 'adm'  # EDM's ImageNet-64 network (DhariwalUNet)
   c.model.adm = dict(channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3,
                      attn_resolutions=(32, 16, 8), dropout=0.1)
-  c.model.dit = dict(size='B', patch_size=4, dropout=0.0)  # used with --config.model.name=dit
+  c.model.dit = dict(size='B', patch_size=4, dropout=0.0,  # used with --config.model.name=dit
+                     qk_norm=False, time_embedding='fourier')
   c.model.num_fourier, c.model.max_freq = 16, 32.0
   c.model.dtype, c.model.remat = 'bfloat16', 'none'
+  c.model.attention = 'blockwise'   # docs/attention.md: memory O(N) in the jvp losses
 
   c.loss = ml_collections.ConfigDict(common.times(diag_fraction=1.0))
   c.loss.name = 'fm'

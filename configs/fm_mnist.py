@@ -27,9 +27,11 @@ def get_config(arg=None):
   c.model.name = 'unet'
   c.model.unet = dict(channels=32, channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(),
                       dropout=0.0)
-  c.model.dit = dict(size='XS', patch_size=4, dropout=0.0)  # used with --config.model.name=dit
+  c.model.dit = dict(size='XS', patch_size=4, dropout=0.0,  # used with --config.model.name=dit
+                     qk_norm=False, time_embedding='fourier')
   c.model.num_fourier, c.model.max_freq = 16, 32.0
   c.model.dtype, c.model.remat = 'float32', 'none'
+  c.model.attention = 'blockwise'   # docs/attention.md: memory O(N) in the jvp losses
 
   c.loss = ml_collections.ConfigDict(common.times(diag_fraction=1.0))
   c.loss.name = 'fm'

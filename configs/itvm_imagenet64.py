@@ -1,5 +1,5 @@
-"""The main job: ITVM distillation of a class-conditional ImageNet 64×64 flow-matching teacher
-(configs/fm_imagenet.py), from its weights, in float32.
+"""ITVM distillation of a class-conditional ImageNet 64×64 flow-matching teacher
+(configs/fm_imagenet64.py), from its weights, in float32.
 
 The network is EDM's ImageNet-64 ADM, as the teacher's. The teacher is trained first into <workdir>/teacher when no checkpoint is there (or point
 teacher.workdir at one: it is opened with the config saved beside it). The student has the teacher's
@@ -26,11 +26,13 @@ def get_config(arg=None):
   c.model.name = 'adm'  # EDM's ImageNet-64 network (DhariwalUNet)
   c.model.adm = dict(channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3,
                      attn_resolutions=(32, 16, 8), dropout=0.1)
-  c.model.dit = dict(size='B', patch_size=4, dropout=0.0)  # used with --config.model.name=dit
+  c.model.dit = dict(size='B', patch_size=4, dropout=0.0,  # used with --config.model.name=dit
+                     qk_norm=False, time_embedding='fourier')
   c.model.num_fourier, c.model.max_freq = 16, 32.0
   # float32, not the teacher's bfloat16: ITVM's terminal term divides a difference of two outputs by
   # τ, which carries about five times FM's bfloat16 error (benchmarks/RESULTS.md, "bfloat16").
   c.model.dtype, c.model.remat = 'float32', 'none'
+  c.model.attention = 'blockwise'   # docs/attention.md: memory O(N) in the jvp losses
 
   c.loss = ml_collections.ConfigDict(common.times(diag_fraction=0.5))
   c.loss.name = 'itvm'
@@ -46,7 +48,7 @@ def get_config(arg=None):
       eval_ema_rates=(0.999, 0.9999), init_from_teacher=True, max_bad_steps=0,
       allow_config_change=False, wandb_project='', plot_every=10_000))
 
-  c.teacher = common.teacher('configs/fm_imagenet.py')
+  c.teacher = common.teacher('configs/fm_imagenet64.py')
   c.teacher.guidance = 1.0  # classifier-free guidance of the distilled teacher velocity
   c.eval = common.eval_images()
   c.mesh = common.mesh()

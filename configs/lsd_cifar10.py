@@ -28,10 +28,12 @@ def get_config(arg=None):
   c.model.name = 'unet'
   c.model.unet = dict(channels=128, channel_mult=(2, 2, 2), num_blocks=4, attn_resolutions=(16,),
                       dropout=0.13)
-  c.model.dit = dict(size='S', patch_size=2, dropout=0.0)  # used with --config.model.name=dit
+  c.model.dit = dict(size='S', patch_size=2, dropout=0.0,  # used with --config.model.name=dit
+                     qk_norm=False, time_embedding='fourier')
   c.model.num_fourier, c.model.max_freq = 16, 32.0
   c.model.dtype = 'float32'   # activations: float32 | bfloat16 (parameters stay float32)
   c.model.remat = 'none'      # none | full | dots: recompute blocks in the backward (memory)
+  c.model.attention = 'blockwise'   # xla | blockwise: the same function (docs/attention.md)
 
   c.loss = ml_collections.ConfigDict(common.times(diag_fraction=0.75))
   c.loss.name = 'lsd'

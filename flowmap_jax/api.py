@@ -106,9 +106,10 @@ class Model:
     rtol, atol = e.ode_rtol if rtol is None else rtol, e.ode_atol if atol is None else atol
     return sampling.adaptive(rescaled, x, e.teacher_ode, rtol, atol, y=y)[0]
 
-  def sample(self, rng, n, steps=None, labels=None, guidance=1.0, batch_size=None):
-    """n samples in the data space (images in [-1, 1], NHWC; `flowmap_jax.data.images.quantize`
-    makes uint8) from the base noise N(0, σ0² I) of `rng`.
+  def sample(self, rng, n, steps=None, labels=None, guidance=1.0, batch_size=None, decode=True):
+    """n samples from the base noise N(0, σ0² I) of `rng`: images in [-1, 1], NHWC
+    (`flowmap_jax.data.images.quantize` makes uint8); a latent run's latents decoded by its VAE
+    (data.vae), or with decode=False the model's latents themselves.
 
     steps: a flow map's number of jumps on the uniform grid (default 1); a velocity model's Euler
     steps, or None for its adaptive ODE. labels: None (uniform classes for a class-conditional
@@ -130,7 +131,8 @@ class Model:
     def one(key, m, start):
       y = None if labels is None else jnp.asarray(labels[start:start + m])
       out = run(self.params, key, m, y)
-      return out[0] if kind == 'ode' else out
+      out = out[0] if kind == 'ode' else out
+      return jnp.asarray(self.exp.to_images(out)) if decode and self.exp.is_latent else out
 
     if batch_size >= n:
       return one(rng, n, 0)

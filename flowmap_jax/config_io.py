@@ -41,7 +41,8 @@ def to_dict(config):
 # Fields added after runs were saved, with the value that does what those runs did: a config.json
 # without them reads as if it had them (so the run resumes and its teacher loads).
 ADDED_FIELDS = {'loss.weighting': 'none', 'loss.itvm.short_target': 'terminal',
-                'train.wandb_project': ''}
+                'train.wandb_project': '', 'model.dit.qk_norm': False,
+                'model.dit.time_embedding': 'fourier'}
 
 
 def with_added_fields(d):

@@ -2,7 +2,8 @@
 
 --mode train (default: train, resuming if DIR holds a run, then evaluate), eval (re-evaluate the
 latest checkpoint), sample (write flow-map samples of the latest checkpoint), fid_stats (write the
-image data set's Inception reference statistics for FID).
+image data set's Inception reference statistics for FID), prepare_latents (encode a latent config's
+images with its VAE into data.path, once; no --workdir needed).
 Exit codes: 0 done, 2 config error (message, no traceback), 3 non-finite loss, 143 preempted
 (SIGTERM; a checkpoint was written, run the same command again).
 """
@@ -17,7 +18,8 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (path[:arg]).',
                                  lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and evaluation.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'fid_stats'], 'What to do.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'fid_stats', 'prepare_latents'],
+                  'What to do.')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-host runs; '
                   'also set by FLOWMAP_DISTRIBUTED=1).')
 FLAGS = flags.FLAGS
@@ -51,11 +53,13 @@ def parse_flags(argv):
       # An override of a field the config does not have, or the config file's get_config raising.
       text = _unknown_override(argv) or f'--config {_config_arg(argv)} does not load: {text}'
     _config_error([text])
-  missing = [f'--{n}' for n in ('config', 'workdir') if FLAGS[n].value is None]
+  # prepare_latents writes data.path, not a workdir.
+  needed = ('config',) if FLAGS.mode == 'prepare_latents' else ('config', 'workdir')
+  missing = [f'--{n}' for n in needed if FLAGS[n].value is None]
   if missing:
     _config_error([f'{" and ".join(missing)} must be given, e.g. --config '
                    'configs/itvm_checkerboard.py --workdir runs/itvm_checkerboard.'])
-  problem = _config_file_problem() or _workdir_problem(FLAGS.workdir)
+  problem = _config_file_problem() or (FLAGS.workdir and _workdir_problem(FLAGS.workdir))
   if problem:
     _config_error([problem])
   return rest
@@ -118,18 +122,29 @@ def _workdir_problem(workdir):
 def initialize_distributed(jax):
   """JAX's multi-controller runtime, only when the launcher asks for it (never at import).
 
-  On Cloud TPU and under SLURM, jax.distributed.initialize() finds the coordinator itself; elsewhere
-  (launch/local.sh) FLOWMAP_COORDINATOR, FLOWMAP_NUM_PROCESSES and FLOWMAP_PROCESS_ID name it.
+  Cloud TPU and SLURM: jax.distributed.initialize() finds everything itself, from the TPU VM's
+  metadata, or from SLURM's variables, where each process gets one GPU (SLURM_LOCALID): hence one
+  task per GPU in launch/gpu_slurm.sh. Elsewhere (launch/local.sh) FLOWMAP_COORDINATOR,
+  FLOWMAP_NUM_PROCESSES and FLOWMAP_PROCESS_ID name it, and JAX's cluster detection is off (inside
+  a SLURM allocation it would still restrict each process to GPU SLURM_LOCALID).
   """
   env = os.environ
   if 'FLOWMAP_COORDINATOR' in env:
     jax.distributed.initialize(coordinator_address=env['FLOWMAP_COORDINATOR'],
                                num_processes=int(env['FLOWMAP_NUM_PROCESSES']),
-                               process_id=int(env['FLOWMAP_PROCESS_ID']))
+                               process_id=int(env['FLOWMAP_PROCESS_ID']),
+                               cluster_detection_method='deactivate')
   else:
     jax.distributed.initialize()
   logging.info('Process %d of %d; %d local and %d global devices.', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+  gpus, tasks = env.get('SLURM_GPUS_ON_NODE'), env.get('SLURM_NTASKS_PER_NODE')
+  if (gpus and tasks and gpus.isdigit() and tasks.isdigit()
+      and int(gpus) > int(tasks) * jax.local_device_count()):
+    logging.warning('SLURM gives this node %s GPUs and %s task(s) of %d GPU(s) each (JAX gives '
+                    'each SLURM task one GPU): %d GPUs are idle; use --ntasks-per-node=%s.', gpus,
+                    tasks, jax.local_device_count(),
+                    int(gpus) - int(tasks) * jax.local_device_count(), gpus)
 
 
 def main(argv):
@@ -148,17 +163,19 @@ def main(argv):
   from flowmap_jax import modes
   from flowmap_jax import train
   from flowmap_jax.data import images
+  from flowmap_jax.models import vae
   # pylint: enable=g-import-not-at-top
   logging.info('Config:\n%s', config)
   run = {'train': train.train_and_evaluate, 'eval': modes.evaluate_workdir,
-         'sample': modes.sample_workdir, 'fid_stats': modes.fid_stats_workdir}[FLAGS.mode]
+         'sample': modes.sample_workdir, 'fid_stats': modes.fid_stats_workdir,
+         'prepare_latents': modes.prepare_latents}[FLAGS.mode]
   try:
     result = run(config, FLAGS.workdir)
-    if FLAGS.mode == 'fid_stats':
+    if FLAGS.mode in ('fid_stats', 'prepare_latents'):
       print(result)
   except validate.ConfigError as e:
     _config_error(e.problems)
-  except images.DataNotPrepared as e:
+  except (images.DataNotPrepared, vae.VAEWeightsError) as e:
     _config_error([str(e)])
   except train.NonFiniteError as e:
     print(f'Stopped: {e}', file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The workdir modes besides training: `--mode eval`, `sample` and `fid_stats`.
+"""The modes besides training: `--mode eval`, `sample`, `fid_stats` on a workdir, and
+`prepare_latents`, which writes a latent config's data.path.
 
 Each restores what it needs from a workdir (the latest checkpoint, the teacher as its own workdir
 describes it) and runs the evaluation code of `evaluate.py` on it.
@@ -16,6 +17,7 @@ from flowmap_jax import teacher as teacher_lib
 from flowmap_jax import validate
 from flowmap_jax import writers
 from flowmap_jax.data import images
+from flowmap_jax.data import latents
 from flowmap_jax.evaluation import plots
 
 
@@ -53,8 +55,8 @@ def sample_workdir(config, workdir, num_samples=20_000):
   rng = jax.random.key(config.seed + 30_000)
   if exp.is_image:
     n = int(config.eval.grid_size) ** 2
-    samples = {f'{k} steps': images.quantize(evaluate.sampler(exp, 'flow_map', k)(params, rng, n))
-               for k in config.eval.steps}
+    samples = {f'{k} steps': images.quantize(exp.to_images(
+        evaluate.sampler(exp, 'flow_map', k)(params, rng, n))) for k in config.eval.steps}
     grid = {k: v[:config.eval.grid_size] for k, v in samples.items()}
   else:
     grid = None
@@ -77,6 +79,10 @@ def fid_stats_workdir(config, workdir):
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   from flowmap_jax.evaluation import fid  # pylint: disable=g-import-not-at-top
   validate.validate(config)
+  if latents.is_latent(config.data):  # statistics of the images the latents are made of
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.data = latents.image_config(config.data)
   if not images.is_image(config.data):
     raise validate.ConfigError([f'--mode fid_stats needs an image data set, not {config.data.name!r}.'])
   try:
@@ -109,4 +115,19 @@ def fid_stats_workdir(config, workdir):
   logging.info('FID reference statistics of %d images of %s (%s) written to %s; use '
                '--config.eval.fid_stats=%s.', n, config.data.name, split, path, path)
   return path
+
+
+def prepare_latents(config, workdir=None):
+  """--mode prepare_latents: encode data.images with data.vae into data.path (data/latents.py);
+  resumable. Returns the folder."""
+  del workdir  # the latents go to data.path, which every run of these latents reads
+  validate.validate(config)
+  if not latents.is_latent(config.data):
+    raise validate.ConfigError([f"--mode prepare_latents needs a latent config (data.name="
+                                f"'latents'), not data.name={config.data.name!r}."])
+  manifest = latents.prepare(config)
+  logging.info('Latents of %d images (%s) in %s; %s.', manifest['num_images'],
+               manifest['crop'], config.data.path,
+               'complete' if manifest['complete'] else 'other processes still writing')
+  return config.data.path
 

@@ -26,33 +26,51 @@ def _plural(unit):
   return unit + ('es' if unit.endswith(('s', 'sh', 'ch', 'x')) else 's')
 
 
-def _logged(iterable, total, desc, unit, every_s):
+def _logged(iterable, total, desc, unit, every_s, size, size_unit):
   units = _plural(unit)
   start = last = time.monotonic()
-  done, wrote = 0, False
+  done, amount, wrote = 0, 0, False
   for item in iterable:
     yield item
     done += 1
+    amount += size(item) if size else 0
     now = time.monotonic()
     if now - last >= every_s:
-      rate = done / max(now - start, 1e-9)
+      elapsed = max(now - start, 1e-9)
+      rate = done / elapsed
       of = f'/{total}' if total else ''
       eta = f', ETA {_duration((total - done) / rate)}' if total else ''
-      logging.info('%s: %d%s %s, %.3g %s/s, %s elapsed%s', desc, done, of, units, rate, units,
+      speed = (f'{amount / elapsed:.3g} {_plural(size_unit)}/s' if size else
+               f'{rate:.3g} {units}/s')
+      logging.info('%s: %d%s %s, %s, %s elapsed%s', desc, done, of, units, speed,
                    _duration(now - start), eta)
       last, wrote = now, True
   if wrote:
     logging.info('%s: %d %s done in %s.', desc, done, units, _duration(time.monotonic() - start))
 
 
-def track(iterable, total=None, desc='', unit='batch', every_s=None):
-  """`iterable`, with its progress shown (module docstring); `total` its length when known."""
+def _bar(iterable, total, desc, unit, size, size_unit):
+  from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm.tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
+  if not size:
+    yield from bar
+    return
+  start, amount = time.monotonic(), 0
+  for item in bar:
+    yield item
+    amount += size(item)
+    bar.set_postfix_str(f'{amount / max(time.monotonic() - start, 1e-9):.3g} '
+                        f'{_plural(size_unit)}/s', refresh=False)
+
+
+def track(iterable, total=None, desc='', unit='batch', every_s=None, size=None, size_unit='item'):
+  """`iterable`, with its progress shown (module docstring); `total` its length when known. With
+  `size(item)` (e.g. the images in a batch) the rate is given in `size_unit`s per second."""
   if total is None and hasattr(iterable, '__len__'):
     total = len(iterable)
   if jax.process_index() != 0:
     return iter(iterable)
   if sys.stderr.isatty():
-    from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
-    return iter(tqdm.tqdm(iterable, total=total, desc=desc, unit=unit, leave=False,
-                          file=sys.stderr))
-  return _logged(iterable, total, desc, unit, LOG_EVERY_S if every_s is None else every_s)
+    return _bar(iterable, total, desc, unit, size, size_unit)
+  return _logged(iterable, total, desc, unit, LOG_EVERY_S if every_s is None else every_s, size,
+                 size_unit)

@@ -10,12 +10,14 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from flowmap_jax import losses
 from flowmap_jax import models
 from flowmap_jax import parallel
 from flowmap_jax.data import images
+from flowmap_jax.data import latents
 from flowmap_jax.data import toy
 
 OPTIMIZERS = ('adam', 'adamw', 'radam')
@@ -89,17 +91,30 @@ class Experiment:
 
   def __init__(self, config, mesh=None):
     self.config = config
-    self.is_image = images.is_image(config.data)
+    # A latent data set is evaluated as images: its samples are decoded (data/latents.py).
+    self.is_latent = latents.is_latent(config.data)
+    self.is_image = images.is_image(config.data) or self.is_latent
     self.sigma0 = float(config.data.sigma0) if self.is_image else toy.sigma0(config.data)
-    self.num_classes = images.num_classes(config.data) if self.is_image else 0
+    self.num_classes = (latents.num_classes(config.data) if self.is_latent else
+                        images.num_classes(config.data) if self.is_image else 0)
     self.model = models.get(config.model, sigma=self.sigma0, num_classes=self.num_classes)
     self.tx = optimizer(config.optim, config.train.num_steps)
     self.mesh = parallel.make_mesh(config.mesh) if mesh is None else mesh
     self.loss = losses.spec(config.loss.name)
     self.target_ema_rate = self.loss.target_ema_rate(config.loss)
-    self.data_shape = images.image_shape(config.data) if self.is_image else (2,)
+    self.data_shape = (latents.shape(config.data) if self.is_latent else
+                       images.image_shape(config.data) if self.is_image else (2,))
     self.learned_weighting = config.loss.get('weighting', 'none') == 'learned'
     self.weighting_model = models.LossWeighting() if self.learned_weighting else None
+
+  def to_images(self, x):
+    """Samples in the data space -> images in [-1, 1] (NHWC host arrays): a latent run's decoded
+    by its VAE (data.vae, loaded on first use; data/latents.py), an image run's as they are."""
+    if not self.is_latent:
+      return x
+    if getattr(self, '_decode', None) is None:
+      self._decode = latents.decoder(self.config.data)
+    return self._decode(np.asarray(x))
 
   def apply_fn(self, params, s, t, x, y=None):
     """v_θ(s, t, x | y) for sampling and targets outside training: no dropout."""

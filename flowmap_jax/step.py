@@ -17,13 +17,18 @@ from flowmap_jax.data import toy
 
 def batch_data(exp, batch, k_data, k_label):
   """(x1, y) of a step: {} draws 2-D data on device from `k_data`; {'image': uint8, 'label': int}
-  from the image pipeline is mapped to [-1, 1], with labels dropped to the null class at
-  loss.label_dropout (classifier-free guidance)."""
+  from the image pipeline is mapped to [-1, 1], {'latent': float32, 'label': int} from the latent
+  pipeline is used as it is; labels dropped to the null class at loss.label_dropout
+  (classifier-free guidance)."""
   c = exp.config
-  if 'image' not in batch:
+  if 'latent' in batch:   # normalised on the host (data/latents.py)
+    x1 = batch['latent']
+  elif 'image' not in batch:
     x1 = toy.sample(c.data.name, k_data, c.data.batch_size)
     return jax.lax.with_sharding_constraint(x1, parallel.batch_sharding(exp.mesh)), None
-  x1, y = images.to_unit_range(batch['image']), None
+  else:
+    x1 = images.to_unit_range(batch['image'])
+  y = None
   if exp.num_classes:
     y = batch['label'].astype(jnp.int32)
     if c.loss.label_dropout:

@@ -41,10 +41,12 @@ def workdir_of(config, workdir):
   return config.teacher.workdir or str(epath.Path(workdir) / 'teacher')
 
 
-def guided_apply_fn(exp, guidance=1.0):
+def guided_apply_fn(exp, guidance=1.0, channels=None):
   """(params, s, t, x, y) -> v_θ(s, t, x | y) of `exp`'s network, with labels and guidance w ≠ 1
   classifier-free guided: v_u + w (v_c − v_u), v_u taking the null label, in one network call on
-  the doubled batch (docs/losses.md, "Teachers"; for a flow map, docs/api.md)."""
+  the doubled batch (docs/losses.md, "Teachers"; for a flow map, docs/api.md). With `channels`,
+  only the first that many channels are guided and the rest are v_c (SiT's and DiT's
+  forward_with_cfg, docs/sit.md)."""
   if guidance == 1.0:
     return exp.apply_fn
 
@@ -54,7 +56,10 @@ def guided_apply_fn(exp, guidance=1.0):
     null = jnp.full_like(y, exp.num_classes)
     v_c, v_u = common.apply_many(lambda *a: exp.apply_fn(params, *a),
                                  [(s, t, x, y), (s, t, x, null)])
-    return v_u + guidance * (v_c - v_u)
+    guided = v_u + guidance * (v_c - v_u)
+    if channels is None:
+      return guided
+    return jnp.concatenate([guided[..., :channels], v_c[..., channels:]], axis=-1)
   return apply
 
 

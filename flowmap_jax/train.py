@@ -22,6 +22,7 @@ from flowmap_jax import teacher as teacher_lib
 from flowmap_jax import validate
 from flowmap_jax import writers
 from flowmap_jax.data import images
+from flowmap_jax.data import latents
 
 
 class NonFiniteError(RuntimeError):
@@ -92,8 +93,8 @@ def train_and_evaluate(config, workdir):
                       if distils else None)
 
   # Image runs read their data through grain; the iterator's position is part of every checkpoint.
-  data_iter = (images.train_iterator(config, jax.process_index(), jax.process_count())
-               if exp.is_image else None)
+  data_iter = ((latents if exp.is_latent else images).train_iterator(
+      config, jax.process_index(), jax.process_count()) if exp.is_image else None)
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints, config.train.checkpoint_every)
   state = checkpoint.restore_latest(mngr, exp.abstract_state(), data_iter)
   if state is None:

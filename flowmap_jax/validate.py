@@ -19,13 +19,16 @@ from flowmap_jax import sampling
 from flowmap_jax import state
 from flowmap_jax import time_sampling
 from flowmap_jax.data import images
+from flowmap_jax.data import latents
 from flowmap_jax.data import toy
 
-# Fields a resumed run may change: how long it runs, how it logs and how it is evaluated.
+# Fields a resumed run may change: how long it runs, how it logs and how it is evaluated, and how
+# attention is computed (model.attention: the same function, so a run started on one machine can
+# continue on another with the other implementation; runs saved before the field computed 'xla').
 MUTABLE_PREFIXES = ('train.num_steps', 'train.log_every', 'train.checkpoint_every',
                     'train.keep_checkpoints', 'train.plot_every', 'train.allow_config_change',
                     'train.max_bad_steps', 'train.wandb_project', 'eval.',
-                    'teacher.require_existing')
+                    'teacher.require_existing', 'model.attention')
 
 
 class ConfigError(ValueError):
@@ -59,14 +62,15 @@ def problems_of(config, num_devices=None, num_processes=None):
   _choice(p, 'loss.weighting', l.get('weighting', 'none'), state.WEIGHTINGS)
   if l.name == 'meanflow' and not [q for q in p if q.startswith('loss.meanflow')] and (
       losses.meanflow.guided(l.meanflow)):
-    if not (images.is_image(config.data) and config.data.get('class_conditional')):
+    if not ((images.is_image(config.data) or latents.is_latent(config.data))
+            and config.data.get('class_conditional')):
       p.append('loss.meanflow.guidance_omega/guidance_kappa guide the target with the class labels: '
                'they need class-conditional image data (data.class_conditional=True).')
     elif not l.label_dropout:
       p.append('loss.meanflow guidance needs loss.label_dropout > 0 (the null class it guides '
                'against is learned from the dropped labels; the official recipe drops 10 %).')
   _choice(p, 'model.name', m.name, models.MODELS)
-  _choice(p, 'data.name', d.name, list(toy.DATASETS) + list(images.DATASETS))
+  _choice(p, 'data.name', d.name, list(toy.DATASETS) + list(images.DATASETS) + ['latents'])
   _choice(p, 'optim.name', o.name, state.OPTIMIZERS)
   _choice(p, 'optim.schedule', o.schedule, state.SCHEDULES)
   _choice(p, 'eval.teacher_ode', config.eval.teacher_ode, sampling.SOLVERS)
@@ -74,10 +78,15 @@ def problems_of(config, num_devices=None, num_processes=None):
   # has no dtype or remat), so a typo never trains silently.
   _choice(p, 'model.dtype', m.get('dtype', 'float32'), models.DTYPES)
   _choice(p, 'model.remat', m.get('remat', 'none'), models.REMAT)
+  _choice(p, 'model.attention', m.get('attention', 'xla'), models.ATTENTIONS)
   if 'mlp' in m:
     _choice(p, 'model.mlp.activation', m.mlp.activation, models.ACTIVATIONS)
   if 'dit' in m:
     _choice(p, 'model.dit.size', m.dit.size, models.DIT_SIZES)
+    _choice(p, 'model.dit.time_embedding', m.dit.get('time_embedding', 'fourier'),
+            models.TIME_EMBEDDINGS)
+    if not isinstance(m.dit.get('qk_norm', False), bool):
+      p.append(f'model.dit.qk_norm={m.dit.qk_norm!r} must be True or False.')
   _path_problems(p, config)
   if t.get('wandb_project', '') and not _wandb_installed():
     p.append(f'train.wandb_project={t.wandb_project!r} logs to Weights & Biases, which is not '
@@ -120,6 +129,8 @@ def problems_of(config, num_devices=None, num_processes=None):
              '(no data.image_size); start from an image config, e.g. configs/fm_mnist.py.')
   elif d.name in images.DATASETS:
     _image_problems(p, config)
+  elif latents.is_latent(d):
+    _latent_problems(p, config)
   elif m.name in ('unet', 'adm', 'dit'):
     p.append(f'model.name={m.name!r} is an image network but data.name={d.name!r} is 2-D; use '
              "model.name='mlp'.")
@@ -208,7 +219,7 @@ def _loss_option_problems(p, l):
 
 
 def _image_problems(p, config):
-  d, m, l, e = config.data, config.model, config.loss, config.eval
+  d, m = config.data, config.model
   spec = images.DATASETS[d.name]
   if m.name == 'mlp':
     p.append(f"data.name={d.name!r} is an image set: use model.name='unet', 'adm' or 'dit'.")
@@ -225,6 +236,8 @@ def _image_problems(p, config):
     if not path:
       p.append(f"data.path is not set: data.name={d.name!r} reads "
                f"{'an .npz file' if d.name == 'npz' else 'a folder of images'} from it.")
+    elif not _is_local(path):
+      pass  # on a bucket (gs://...): images.source opens it through etils.epath, naming a problem
     elif not os.path.exists(path):
       p.append(f'data.path={path!r} does not exist.')
     elif d.name == 'npz' and not os.path.isfile(path):
@@ -240,6 +253,72 @@ def _image_problems(p, config):
                f'data.path) for data.name={d.name!r}.')
   elif d.class_conditional and not spec.num_classes:
     p.append(f'data.class_conditional=True but {d.name!r} has no labels.')
+  _network_problems(p, config, d.image_size, 'data.image_size')
+
+
+def _latent_problems(p, config):
+  """data.name='latents' (data/latents.py): the VAE file, the latent folder, the image set they are
+  made of, the normalisation; then the network against the latent size."""
+  d, m = config.data, config.model
+  if 'latent_shape' not in d or 'images' not in d:
+    p.append("data.name='latents' needs a latent data block (data.latent_shape, data.images, "
+             'data.vae, ...); start from configs/fm_imagenet256.py.')
+    return
+  if m.name == 'mlp':
+    p.append("data.name='latents' is an image set's latents: use model.name='dit', 'unet' or 'adm'.")
+  if not d.vae:
+    p.append("data.vae is not set: name the VAE's diffusion_pytorch_model.safetensors (e.g. of "
+             'stabilityai/sd-vae-ft-ema); latents are encoded and samples decoded with it.')
+  elif _is_local(d.vae) and not os.path.isfile(d.vae):
+    p.append(f'data.vae={d.vae!r} ' + ('is a folder; name the .safetensors file in it.'
+                                        if os.path.isdir(d.vae) else 'does not exist.'))
+  if not d.path:
+    p.append("data.path is not set: name the folder of the prepared latents (--mode "
+             'prepare_latents writes it, training reads it).')
+  elif _is_local(d.path) and os.path.exists(d.path) and not os.path.isdir(d.path):
+    p.append(f'data.path={d.path!r} is a file; latents are a folder (shards and manifest.json).')
+  shape = tuple(d.latent_shape)
+  if len(shape) != 3 or any(int(n) < 1 for n in shape) or shape[0] != shape[1]:
+    p.append(f'data.latent_shape={shape} must be (h, h, c) with positive sizes.')
+    return
+  factor = d.image_size // shape[0] if shape[0] else 0
+  if d.image_size < 8 or factor < 1 or factor * shape[0] != d.image_size or factor & (factor - 1):
+    p.append(f'data.image_size={d.image_size} must be the latent size {shape[0]} times a power of '
+             "two (the VAE's downsampling; 8 for SD's VAE).")
+  _choice(p, 'data.posterior', d.posterior, latents.POSTERIORS)
+  _choice(p, 'data.images.store_dtype', d.images.store_dtype, latents.STORE_DTYPES)
+  _choice(p, 'data.images.vae_dtype', d.images.vae_dtype, latents.VAE_DTYPES)
+  mean, std = tuple(d.latent_mean), tuple(d.latent_std)
+  if mean or std:
+    if len(mean) != shape[2] or len(std) != shape[2] or min(std) <= 0:
+      p.append(f'data.latent_mean={mean} and data.latent_std={std} must each give one value per '
+               f'latent channel ({shape[2]}), the stds positive (or both be empty: '
+               'data.latent_scale).')
+  elif not d.latent_scale > 0:
+    p.append(f'data.latent_scale={d.latent_scale} must be positive.')
+  if isinstance(d.sigma0, str) or not d.sigma0 > 0:
+    p.append(f'data.sigma0={d.sigma0!r}: latents need a positive number (1 for unit-variance '
+             'latents).')
+  for f in ('batch_size', 'shard_size'):
+    if d.images[f] < 1:
+      p.append(f'data.images.{f}={d.images[f]} must be >= 1.')
+  source = d.images.name
+  if source not in images.DATASETS:
+    p.append(f'data.images.name={source!r} is not an image set; use one of '
+             f'{sorted(images.DATASETS)}.')
+  else:
+    spec = images.DATASETS[source]
+    if source in images.LOCAL and not d.images.path:
+      p.append(f'data.images.path is not set: data.images.name={source!r} reads it.')
+    if d.class_conditional and not images.labels_of(latents.image_config(d)):
+      p.append(f'data.class_conditional=True but the latents\' images ({source!r}) have no labels'
+               + (' (set data.images.num_classes)' if spec.tfds_name is None else '') + '.')
+  _network_problems(p, config, shape[0], f'the latent size {shape[0]} (data.latent_shape)')
+
+
+def _network_problems(p, config, size, what):
+  """Rules of an image network on data of side `size`, and of labels, guidance and evaluation."""
+  d, m, l, e = config.data, config.model, config.loss, config.eval
   if not 0 <= l.label_dropout < 1:
     p.append(f'loss.label_dropout={l.label_dropout} must be in [0, 1).')
   elif l.label_dropout and not d.class_conditional:
@@ -253,13 +332,13 @@ def _image_problems(p, config):
     return
   if not 0 <= m[m.name].dropout < 1:
     p.append(f'model.{m.name}.dropout={m[m.name].dropout} must be in [0, 1).')
-  if m.name in ('unet', 'adm') and d.image_size >= 8:
+  if m.name in ('unet', 'adm') and size >= 8:
     u, n = m[m.name], m.name
     levels = len(u.channel_mult)
-    if not levels or d.image_size % 2 ** (levels - 1):
+    if not levels or size % 2 ** (levels - 1):
       p.append(f'model.{n}.channel_mult={tuple(u.channel_mult)}: {levels} levels halve '
-               f'data.image_size={d.image_size} {levels - 1} times; it must stay whole.')
-    reached = [d.image_size >> i for i in range(levels)]
+               f'{what}={size} {levels - 1} times; it must stay whole.')
+    reached = [size >> i for i in range(levels)]
     for r in u.attn_resolutions:
       if r not in reached:
         p.append(f'model.{n}.attn_resolutions has {r}, which the U-Net never reaches (its '
@@ -271,9 +350,8 @@ def _image_problems(p, config):
                  'below 128).')
         break
   if m.name == 'dit':
-    if d.image_size % m.dit.patch_size:
-      p.append(f'data.image_size={d.image_size} is not divisible by '
-               f'model.dit.patch_size={m.dit.patch_size}.')
+    if size % m.dit.patch_size:
+      p.append(f'{what}={size} is not divisible by model.dit.patch_size={m.dit.patch_size}.')
 
 
 def _mesh_size(p, mesh, num_devices):
@@ -353,4 +431,8 @@ def check_workdir_config(config, workdir):
         'this run with the new values.'])
   if jax.process_index() == 0:
     new = json.dumps(config_io.to_dict(config), indent=2)
-    (epath.Path(workdir) / 'config.json').write_text(new)
+    # Written aside and renamed: the other processes read config.json at this moment (above), and
+    # a half-written one (JSONDecodeError) stopped process 1 of a fresh multi-process run.
+    tmp = epath.Path(workdir) / 'config.json.tmp'
+    tmp.write_text(new)
+    tmp.replace(epath.Path(workdir) / 'config.json')

@@ -16,9 +16,9 @@ import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_CONFIGS = ['fm_cifar10', 'itvm_cifar10', 'lsd_cifar10', 'psd_cifar10', 'meanflow_cifar10',
-                 'fm_imagenet', 'itvm_imagenet', 'lsd_imagenet', 'meanflow_imagenet', 'fm_celeba64',
-                 'lsd_celeba64']
-TEACHER_OF = {'itvm_cifar10': 'fm_cifar10', 'itvm_imagenet': 'fm_imagenet'}
+                 'fm_imagenet64', 'itvm_imagenet64', 'lsd_imagenet64', 'meanflow_imagenet64',
+                 'fm_celeba64', 'lsd_celeba64']
+TEACHER_OF = {'itvm_cifar10': 'fm_cifar10', 'itvm_imagenet64': 'fm_imagenet64'}
 # Real MNIST digits for the MNIST configs (a 512-image subset); their jobs are left out without it.
 SHARED_MNIST = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'mnist_train.npz')
 
@@ -40,9 +40,9 @@ def jobs(root):
           _job('first_half', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 2}),
           _job('resumed', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 4}),
           _job('sample', 'lsd_cifar10', root / 'lsd_cifar10', mode='sample'),
-          _job('dit', 'itvm_imagenet', root / 'dit', **{'model.name': 'dit',
-                                                        'teacher.workdir': str(root / 'fm_imagenet'),
-                                                        'train.init_from_teacher': False})]
+          _job('dit', 'itvm_imagenet64', root / 'dit',
+               **{'model.name': 'dit', 'teacher.workdir': str(root / 'fm_imagenet64'),
+                  'train.init_from_teacher': False})]
   if os.path.exists(SHARED_MNIST):
     import numpy as np  # pylint: disable=g-import-not-at-top
     with np.load(SHARED_MNIST) as f:

@@ -271,7 +271,7 @@ def test_remat_names_are_checked():
 
 
 def test_classifier_free_guidance_velocity():
-  c = config_io.load(os.path.join(REPO, 'configs', 'fm_imagenet.py') + ':smoke')
+  c = config_io.load(os.path.join(REPO, 'configs', 'fm_imagenet64.py') + ':smoke')
   c.data.image_size, c.model.adm.attn_resolutions = 16, (8,)
   exp = state_lib.Experiment(c)
   params = jax.tree.map(lambda a: a + 0.02, exp.init_params(jax.random.key(0)))
@@ -331,6 +331,22 @@ def test_frechet_distance_matches_scipy_reference_on_known_gaussians():
   # Isotropic Gaussians: ‖μ1 − μ2‖² + d (σ1 − σ2)².
   assert fid.frechet_distance(m1, 4 * np.eye(d), m2, np.eye(d)) == pytest.approx(
       np.sum((m1 - m2) ** 2) + d, rel=1e-9)
+
+
+def test_frechet_distance_equals_pytorch_fids_sqrtm_with_fewer_samples_than_features():
+  """pytorch-fid's computation (scipy.linalg.sqrtm of Σ1 Σ2, eps·I on both when the product is
+  singular) on a rank-deficient sample covariance: the eigendecomposition gives the same FID."""
+  rng = np.random.RandomState(1)
+  d = 256
+  f1, f2 = rng.randn(10, d), 1.2 * rng.randn(300, d) + 0.1
+  m1, s1, m2, s2 = f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)
+  with np.errstate(all='ignore'):
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+  if not np.isfinite(covmean).all():
+    offset = np.eye(d) * 1e-6
+    covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
+  ref = np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real)
+  assert fid.frechet_distance(m1, s1, m2, s2) == pytest.approx(ref, rel=1e-6)
 
 
 def test_frechet_distance_warns_of_nothing_and_raises_on_a_material_imaginary_part():

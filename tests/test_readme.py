@@ -102,9 +102,10 @@ def test_readme_commands_parse_and_validate(tmp_path, monkeypatch):
     # The files and folders a command names (data, tfds directory, FID weights, classifier) are the
     # user's: stand-ins of the same name here, so that validation checks everything else.
     for block, field, is_dir in [('data', 'path', False), ('data', 'data_dir', True),
-                                 ('eval', 'fid_weights', False), ('eval', 'classifier', False)]:
+                                 ('data', 'vae', False), ('eval', 'fid_weights', False),
+                                 ('eval', 'classifier', False)]:
       if config[block].get(field):
-        if config.data.name == 'folder' and field == 'path':
+        if config.data.name in ('folder', 'latents') and field == 'path':
           is_dir = True
         stand_in = tmp_path / 'user' / os.path.basename(config[block][field])
         stand_in.parent.mkdir(exist_ok=True)
@@ -123,6 +124,17 @@ def test_every_override_the_pages_mention_exists():
     fields |= set(config_io.flatten(config_io.to_dict(c)))
   for field in set(re.findall(r'--config\.([\w.]+)=', ALL_PAGES)):
     assert field in fields, f'a page names --config.{field}, which no config has'
+
+
+def test_every_config_has_the_fields_added_since_runs_were_saved():
+  """config_io.ADDED_FIELDS fills a saved config.json where the field's block exists: a config with
+  that block but without the field would differ from its own saved run and refuse to resume."""
+  for path in sorted(glob.glob(os.path.join(REPO, 'configs', '[a-z]*_*.py'))):
+    flat = config_io.flatten(config_io.to_dict(config_io.load(path)))
+    for key in config_io.ADDED_FIELDS:
+      block = key.rsplit('.', 1)[0]
+      if any(k.startswith(block + '.') for k in flat):
+        assert key in flat, (os.path.basename(path), key)
 
 
 def _cited_docs(text):

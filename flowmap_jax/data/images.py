@@ -25,6 +25,7 @@ from typing import Optional
 
 import grain
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -99,8 +100,8 @@ class NpzSource:
 
   def __init__(self, path, data_config):
     self.path = path
-    try:
-      with np.load(path) as f:
+    try:  # through etils.epath: a local file or one on a bucket (gs://...)
+      with epath.Path(path).open('rb') as fh, np.load(fh) as f:
         arrays = {k: f[k] for k in f.files}
     except Exception as e:  # pylint: disable=broad-except
       raise DataError(f'{path}: not a readable .npz file ({type(e).__name__}: {e}).') from None
@@ -135,20 +136,22 @@ class FolderSource:
   """Random access to the PNG/JPEG files of a folder: one subfolder per class, or flat (no labels)."""
 
   def __init__(self, path, data_config):
-    root = os.path.abspath(path)
-    if not os.path.isdir(root):
+    # Through etils.epath: a local folder or one on a bucket (gs://...).
+    root = epath.Path(path if '://' in str(path) else os.path.abspath(path))
+    if not root.is_dir():
       raise DataError(f'{path}: not a folder (data.name=folder reads a folder of images).')
     is_image_file = lambda f: f.lower().endswith(IMAGE_SUFFIXES)
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    _, subfolders, top_files = next(_walk(root))
+    classes = sorted(subfolders)
     files, labels = [], []
     for k, c in enumerate(classes):
-      for dirpath, _, names in sorted(os.walk(os.path.join(root, c))):
+      for dirpath, _, names in sorted(_walk(root / c), key=lambda w: str(w[0])):
         for name in sorted(filter(is_image_file, names)):
-          files.append(os.path.join(dirpath, name))
+          files.append(str(dirpath / name))
           labels.append(k)
     if not files:   # no class subfolders with images: a flat folder without labels
       classes = []
-      files = [os.path.join(root, f) for f in sorted(os.listdir(root)) if is_image_file(f)]
+      files = [str(root / f) for f in sorted(top_files) if is_image_file(f)]
       labels = [0] * len(files)
     if not files:
       raise DataError(f'{path}: no images (.png, .jpg, .jpeg) in the folder or its subfolders.')
@@ -162,13 +165,25 @@ class FolderSource:
 
   def __getitem__(self, i):
     try:
-      with Image.open(self.files[i]) as im:
+      with epath.Path(self.files[i]).open('rb') as f, Image.open(f) as im:
         image = np.asarray(im.convert('L' if self.channels == 1 else 'RGB'))
     except Exception as e:  # pylint: disable=broad-except
       raise DataError(f'{self.files[i]}: not a readable image ({type(e).__name__}: {e}).') from None
     if image.ndim == 2:
       image = image[..., None]
     return {'image': image, 'label': int(self.labels[i])}
+
+
+def _walk(folder):
+  """(folder, subfolder names, file names) of `folder` (an epath.Path) and of every folder below it,
+  as os.walk gives them; each path is built from `folder`, so a gs:// path stays one (the paths
+  that epath's walk() yields through fsspec lose their scheme)."""
+  subfolders, files = [], []
+  for p in folder.iterdir():
+    (subfolders if p.is_dir() else files).append(p.name)
+  yield folder, subfolders, files
+  for name in subfolders:
+    yield from _walk(folder / name)
 
 
 def _check_labels(path, labels, data_config, what='labels'):
@@ -197,7 +212,7 @@ def source(data_config, split='train'):
   spec = DATASETS[data_config.name]
   if spec.tfds_name is None:
     path = data_config.get('path', '')
-    if not path or not os.path.exists(path):
+    if not path or not epath.Path(path).exists():
       raise DataError(f'data.path={path!r} does not exist: data.name={data_config.name!r} reads '
                       f'{"an .npz file" if data_config.name == "npz" else "a folder of images"}.')
     return (NpzSource if data_config.name == 'npz' else FolderSource)(path, data_config)
@@ -271,17 +286,27 @@ def dataset(data_config, *, seed, batch_size, process_index, process_count, spli
   `batch_size` is this process's part of the global batch. Without `repeat` the last partial batch
   is kept (evaluation passes over the data once).
   """
-  ds = grain.MapDataset.source(source(data_config, split))
-  ds = ds[process_index::process_count]
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  if repeat:
-    ds = ds.repeat(None)
+  ds = records(source(data_config, split), seed=seed, process_index=process_index,
+               process_count=process_count, shuffle=shuffle, repeat=repeat)
   ds = ds.map(Preprocess(data_config))
   if data_config.random_flip if random_flip is None else random_flip:
     ds = ds.random_map(RandomFlip(), seed=seed + 1)
+  return batched(ds, batch_size, repeat, data_config.num_workers)
+
+
+def records(src, *, seed, process_index, process_count, shuffle, repeat):
+  """A random-access source as this process's shard of it, shuffled (per epoch) and repeated."""
+  ds = grain.MapDataset.source(src)[process_index::process_count]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  return ds.repeat(None) if repeat else ds
+
+
+def batched(ds, batch_size, repeat, num_workers):
+  """Batches read by `num_workers` threads; a repeating pipeline drops no data, so it drops the
+  remainder, a single pass keeps its last partial batch."""
   ds = ds.batch(batch_size, drop_remainder=repeat)
-  threads = max(1, int(data_config.num_workers))
+  threads = max(1, int(num_workers))
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
 
 

@@ -7,6 +7,11 @@ time MLP and label table, zero adaLN and output layers), with three deliberate d
 timestep embedding is ours, Fourier features of (s, t − s) (`TwoTimeEmbedding`, the same MLP
 shape); the input is divided by σ0 and the output multiplied by it; and there is no learned-σ half
 of the output. tests/test_parity.py checks the forward pass against the reference's own code.
+With `time_embedding='sit'` the timestep embedding is SiT's (willisma/SiT, the same network trained
+as a flow) on s, plus a second one on t − s that starts at zero: the network SiT's converted
+weights run (docs/sit.md; tests/test_sit.py checks it against SiT's own code).
+Two options leave the reference's network as it is when off: `attention` (how the blocks compute it,
+models/attention.py) and `qk_norm`, RMSNorm on each head's queries and keys (docs/attention.md §5).
 """
 from typing import Optional
 
@@ -14,7 +19,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from flowmap_jax.models.layers import attention, cast, conditioning, remat_block
+from flowmap_jax.models.attention import attention
+from flowmap_jax.models.layers import cast, conditioning, remat_block
 
 xavier = nn.initializers.xavier_uniform()
 normal002 = nn.initializers.normal(0.02)
@@ -43,6 +49,13 @@ def layer_norm(dtype):
                       force_float32_reductions=dtype is not None)
 
 
+def rms_norm(dtype, name):
+  """RMSNorm over each head's channels with a learned scale (QK-normalisation); float32 statistics
+  under mixed precision, else the inputs' dtype."""
+  return nn.RMSNorm(epsilon=1e-6, dtype=dtype, force_float32_reductions=dtype is not None,
+                    name=name)
+
+
 def modulate(x, shift, scale):
   return x * (1 + scale[:, None]) + shift[:, None]
 
@@ -53,6 +66,8 @@ class DiTBlock(nn.Module):
   mlp_ratio: float = 4.0
   dropout: float = 0.0
   dtype: Optional[jnp.dtype] = None
+  attention: str = 'xla'   # models.ATTENTIONS
+  qk_norm: bool = False
 
   @nn.compact
   def __call__(self, x, c, train):
@@ -63,7 +78,10 @@ class DiTBlock(nn.Module):
     h = modulate(ln()(x), shift1, scale1)
     dense = lambda n: nn.Dense(n, dtype=self.dtype, kernel_init=xavier)
     qkv = dense(3 * D)(h).reshape(B, N, 3, self.heads, D // self.heads)
-    h = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(B, N, D)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if self.qk_norm:  # docs/attention.md §5: bounded logits, and so bounded logit tangents
+      q, k = rms_norm(self.dtype, 'q_norm')(q), rms_norm(self.dtype, 'k_norm')(k)
+    h = attention(q, k, v, self.attention).reshape(B, N, D)
     x = x + gate1[:, None] * dense(D)(h)
     h = modulate(ln()(x), shift2, scale2)
     h = nn.gelu(dense(int(D * self.mlp_ratio))(h), approximate=True)
@@ -82,6 +100,9 @@ class DiT(nn.Module):
   sigma: float = 0.5
   dtype: Optional[jnp.dtype] = None
   remat: str = 'none'   # models.REMAT: recompute each DiTBlock in the backward pass
+  attention: str = 'xla'   # models.ATTENTIONS: how the blocks compute attention (the same function)
+  qk_norm: bool = False    # RMSNorm on each head's queries and keys (new parameters q_norm, k_norm)
+  time_embedding: str = 'fourier'   # models.TIME_EMBEDDINGS: ours, or SiT's (layers.conditioning)
 
   @nn.compact
   def __call__(self, s, t, x, y=None, train=False):
@@ -98,8 +119,8 @@ class DiT(nn.Module):
     h = h.reshape(B, grid * grid, width) + jnp.asarray(sincos_2d(grid, width), h.dtype)
     Block = remat_block(DiTBlock, self.remat)
     for i in range(depth):  # named, so the parameter tree does not depend on model.remat
-      h = Block(width, heads, dropout=self.dropout, dtype=self.dtype, name=f'DiTBlock_{i}')(
-          h, c, train)
+      h = Block(width, heads, dropout=self.dropout, dtype=self.dtype, attention=self.attention,
+                qk_norm=self.qk_norm, name=f'DiTBlock_{i}')(h, c, train)
     shift, scale = jnp.split(nn.Dense(2 * width, dtype=self.dtype,
                                       kernel_init=nn.initializers.zeros)(c), 2, axis=-1)
     h = modulate(layer_norm(self.dtype)(h), shift, scale)
