@@ -4,8 +4,8 @@ For every DiT width (`--sizes`), token count (`--tokens`) and loss (`--losses`),
 compiled train step: XLA's memory analysis (peak = arguments + temporaries + outputs − what the
 donated state aliases), relative to fm's with the same attention and to the other attention's;
 with --time, the median step time (every step compiled first, then stepped round-robin, so drift
-of the machine falls on all alike; --one_at_a_time on a GPU, where every case's state at once need
-not fit) and, on a GPU, the model FLOPs utilisation: the FLOPs XLA counts
+of the machine falls on all alike; with --one_loss_at_a_time only one loss's steps, with each
+attention, at a time, so that only their states need fit in memory) and, on a GPU, the model FLOPs utilisation: the FLOPs XLA counts
 in the step with 'xla' attention (the model's arithmetic: XLA counts a loop's body once, so the
 blockwise step's own count would miss its blocks) over the step time and the chip's peak
 (`PEAK_TFLOPS`, or --peak_tflops). Memory needs compilation only: nothing is allocated for a
@@ -19,7 +19,7 @@ resized to any size; 256 tokens are DiT-XL/2's at 256 px, 1024 its tokens at 512
   python benchmarks/attention_cost.py --sizes B --tokens 256,1024,4096 --batch 8 --results
   python benchmarks/attention_cost.py --sizes B --tokens 256,1024 --batch 1 --time --results
   python benchmarks/attention_cost.py --sizes XL --tokens 256 --dtype bfloat16 --batch 32 \\
-      --time --one_at_a_time --results   # as benchmarks/gpu.sh runs it
+      --time --one_loss_at_a_time --results   # as benchmarks/gpu.sh runs it
 
 --layers instead measures one attention layer alone, for each block size of --blocks: the gradient
 of a loss of its value (fm's backward) and of a loss of its value and tangent (lsd's, lmd's), at the
@@ -134,7 +134,8 @@ def stepper(case, row, args):
 
 def measure(cases, args, deadline, report):
   """Compiles every case (--compile_threads at a time), then times those asked for, round-robin
-  (--one_at_a_time: each alone, its state freed before the next is allocated), until `deadline`
+  (--one_loss_at_a_time: one loss's cases at a time, their states freed before the next loss's are
+  allocated), until `deadline`
   (time.time()); a case that fails (out of memory) records why. `report(rows)` is called after
   every case, so a run stopped from outside still leaves what it measured."""
   rows = {case: {'error': '—'} for case in cases}
@@ -157,7 +158,8 @@ def measure(cases, args, deadline, report):
   if not args.time:
     return rows
   timed = [case for case in cases if 'error' not in rows[case]]
-  groups = [[case] for case in timed] if args.one_at_a_time else [timed]
+  groups = ([[c for c in timed if c[:3] == key] for key in dict.fromkeys(c[:3] for c in timed)]
+            if args.one_loss_at_a_time else [timed])
   for group in groups:
     steps = {}
     for case in group:
@@ -352,8 +354,8 @@ def main():
                   help='stop compiling and timing after this many seconds (0: no limit); what '
                   'is left is reported as not measured')
   ap.add_argument('--compile_threads', type=int, default=1)
-  ap.add_argument('--one_at_a_time', action='store_true',
-                  help="time each step alone (a GPU: every case's state at once need not fit)")
+  ap.add_argument('--one_loss_at_a_time', action='store_true',
+                  help="time one loss's steps at a time (every case's state at once need not fit)")
   ap.add_argument('--peak_tflops', type=float, default=0, help="the chip's peak (0: PEAK_TFLOPS)")
   ap.add_argument('--results', action='store_true', help='write the table into RESULTS.md')
   ap.add_argument('--no_fm_reference', action='store_true',
@@ -405,7 +407,8 @@ def main():
             '÷ fm: against fm\'s step with the same attention.')
     if args.time:
       head += (f' Step: median of {min(timed) if timed else 0}–{max(timed) if timed else 0} '
-               + ('rounds, each step alone' if args.one_at_a_time else 'round-robin rounds')
+               + ('round-robin rounds of each loss\'s steps' if args.one_loss_at_a_time
+                  else 'round-robin rounds')
                + f' after {args.warmup} warm-up rounds; MFU: the FLOPs XLA counts in the step '
                "with 'xla' attention over step time × "
                + (f'{peak:g} TFLOP/s (the chip\'s dense bf16 peak).' if peak else

@@ -69,7 +69,7 @@ EOF
 # Each run stops compiling and timing at its budget and writes what it has measured after every
 # step, so even a run its timeout stops leaves its table.
 bench=(timeout 210 "$PY" benchmarks/attention_cost.py --losses 'fm,itvm,lsd,meanflow'
-       --attentions 'xla,blockwise' --time --one_at_a_time --warmup 2 --repeats 10
+       --attentions 'xla,blockwise' --time --one_loss_at_a_time --warmup 2 --repeats 10
        --compile_threads 6 --budget_s 160)
 if [[ $SMOKE == 1 ]]; then
   bench+=(--sizes T --dtype float32 --repeats 2 --compile_threads 2)

@@ -128,10 +128,11 @@ def test_the_unet_computes_the_same_function_with_either_attention(monkeypatch):
     np.testing.assert_allclose(dv1, dv0, rtol=1e-10, atol=1e-12)
 
 
-def test_qk_norm_normalises_each_heads_queries_and_keys_and_adds_nothing_when_off():
+def test_qk_norm_normalises_each_heads_queries_and_keys_and_adds_nothing_when_off(monkeypatch):
   """qk_norm: one learned scale per head channel on q and on k, and attention that no longer sees
   their size (the qkv projection's q and k columns ×10 change nothing); off, the parameter tree is
   the reference DiT's (tests/test_parity.py) and the same scaling does change the output."""
+  monkeypatch.setitem(dit.SIZES, 'T', (32, 1, 2))   # one block of 2 heads × 16 channels
   x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
   s, t, y = jnp.zeros(1), jnp.full(1, 0.5), jnp.zeros(1, jnp.int32)
   out = {}
@@ -140,7 +141,7 @@ def test_qk_norm_normalises_each_heads_queries_and_keys_and_adds_nothing_when_of
     params = _perturbed(jax.jit(net.init)(jax.random.key(1), s, t, x, y)['params'], 2)
     block = params['DiTBlock_0']
     if qk_norm:
-      assert block['q_norm']['scale'].shape == block['k_norm']['scale'].shape == (32,)
+      assert block['q_norm']['scale'].shape == block['k_norm']['scale'].shape == (16,)
     else:
       assert not any(k.endswith('_norm') for k in block)
     qkv = block['Dense_1']   # columns (q | k | v) × heads × channels

@@ -414,6 +414,10 @@ def test_npz_and_folder_sources_read_from_a_bucket(monkeypatch):
       return '/' + re.sub(r'^(gs|gcs)://', '', str(path)).lstrip('/')
 
   monkeypatch.setenv('EPATH_USE_TF', 'false')   # epath's fsspec backend for gs://, not tf.io.gfile
+  # ... which epath reads once per process (functools.cache): in the suite, an earlier test has
+  # already asked, with TensorFlow importable.
+  from etils.epath import gpath  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(gpath, '_is_tf_installed', lambda: False)
   registry = importlib.import_module('fsspec.registry')._registry  # pylint: disable=protected-access
   monkeypatch.setitem(registry, 'gcs', FakeGCS)
   monkeypatch.setitem(registry, 'gs', FakeGCS)
