@@ -1,28 +1,36 @@
-"""What a latent ImageNet train step costs per device: XLA's memory and FLOPs analyses of the compiled
-step of configs/{fm,itvm,lsd,meanflow}_imagenet{256,512}.py (DiT-XL/2) on a simulated 8-device mesh.
+"""What a latent ImageNet train step costs per device: XLA's memory and FLOP analyses of the
+compiled step of configs/{fm,itvm,lsd,meanflow}_imagenet{256,512}.py (DiT-XL/2) on a simulated
+8-device mesh.
 
 Nothing runs and nothing is read from disk: the state, the teacher's parameters and the batch are
 abstract (`jax.ShapeDtypeStruct`s with the run's shardings: the state by the FSDP rule of
 `Experiment.state_shardings`, the batch {'latent': float32 (B, h, w, c), 'label': int32 (B,)} split
 over every device), `jit_train_step(...).lower(...).compile()` compiles the step train.py runs, and
-each measurement is one JSON line of its compiled executable's analyses:
+each case is one JSON line of its compiled executable's analyses:
 - `memory_analysis()` of one device's program: argument bytes (state, batch, teacher), output bytes
   (new state, metrics), alias bytes (outputs written into donated arguments: the state) and temp
   bytes (XLA's buffer assignment of every intermediate, buffers with disjoint live ranges sharing
   memory); peak = argument + output + temp − alias, the bytes allocated at once;
-- `cost_analysis()`: FLOPs of the compiled program (per device: the SPMD-partitioned module one
-  device runs; `--report` checks it against the analytic count of fm, per device and ×8).
+- `cost_analysis()['flops']`: per device (the SPMD-partitioned module one device runs; `--report`
+  checks 8 × it against the analytic count of fm's global step). XLA counts a loop's body once, so
+  the FLOPs of 'blockwise' attention (a scan over key blocks) are under-counted: by half of the
+  attention's at 256 tokens, by 7/8 at 1024 (benchmarks/RESULTS.md has the measured factors).
 The teacher of itvm is its config's (configs/fm_imagenet{res}.py, DiT-XL/2 at bfloat16, guidance
-1.5 from the student's teacher.guidance), built as train.py builds it: `Experiment` of the teacher
-config with the student's data block, its parameters sharded by the teacher's own mesh config.
+from the student's teacher.guidance), built as train.py builds it: `Experiment` of the teacher
+config with the student's data block, its parameters sharded by the teacher config's own mesh.
+`--residuals` adds, per case, what autodiff keeps for the backward (the residuals of `jax.vjp` of
+the loss at the per-device batch, traced only), the backend-independent side of `model.remat`.
 
 These are analyses by XLA's CPU backend (fake devices, `--xla_force_host_platform_device_count=8`)
-of the same program; buffer assignment, fusion and the handling of bfloat16 on a GPU or TPU differ,
-so the peaks are estimates. One process compiles one or a few cases and appends to --out, skipping
-the cases already there (a sweep survives a kill: rerun the same command):
+of the same program; buffer assignment, scheduling and fusion on a GPU or TPU differ, so the peaks
+are estimates (with remat, pessimistic ones: RESULTS.md). One process compiles the cases its
+arguments name, one after another, and appends to --out, skipping the cases already there (a sweep
+survives a kill: rerun the same command):
 
   nice -n 10 python benchmarks/latent_cost.py --loss fm,itvm,lsd,meanflow --resolution 256,512 \
       --remat none,full --mesh data,fsdp --out /work/logs/latent_cost.jsonl
+  python benchmarks/latent_cost.py --residuals --loss fm,itvm,lsd,meanflow --resolution 256,512 \
+      --remat none,full --out /work/logs/latent_cost.jsonl
   python benchmarks/latent_cost.py --report --out /work/logs/latent_cost.jsonl   # the table
 """
 import argparse
@@ -33,11 +41,10 @@ import platform
 import sys
 import time
 
-# XLA:CPU's default scheduler orders for concurrency and ignores memory: it computes a
-# rematerialised block's forward long before its backward needs it, so model.remat saved nothing in
-# its estimate (fm 256 px: 52.1 GB without remat, 52.7 GB with 'full'). GPU and TPU schedule with
-# memory in view; the memory-minimising scheduler is the closer estimate. Backend optimisation
-# level 0 (LLVM's) leaves both analyses unchanged (checked on DiT-S) and compiles faster.
+# XLA:CPU's default HLO scheduler orders for concurrency and ignores memory: with it model.remat
+# saved nothing in the estimate (fm 256 px, 'xla' attention: 52.1 GB per device without remat, 52.6
+# GB with 'full'); the memory-minimising scheduler, the default here, gives 44.2 and 32.8 GB.
+# Backend optimisation level 0 (LLVM's) left both analyses unchanged on DiT-S and compiles faster.
 SCHEDULERS = {'memory': '--xla_cpu_enable_concurrency_optimized_scheduler=false',
               'concurrency': '--xla_cpu_enable_concurrency_optimized_scheduler=true'}
 
@@ -66,10 +73,13 @@ from flowmap_jax import parallel
 from flowmap_jax import state as state_lib
 from flowmap_jax import step as step_lib
 from flowmap_jax import teacher as teacher_lib
+from flowmap_jax.models import attention as attention_lib
+from flowmap_jax.models import dit
 
 LOSSES = ('fm', 'itvm', 'lsd', 'meanflow')
 MESHES = {'data': (8, 1), 'fsdp': (1, 8)}   # (mesh.data, mesh.fsdp)
 MEMORIES_GB = (16, 32, 80, 141)              # accelerator memories per chip, GB (10⁹ bytes)
+DTYPES = {'float32': 'f32', 'bfloat16': 'bf16'}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -113,10 +123,9 @@ def per_device_bytes(tree):
 
 
 def analytic_fm_flops(exp):
-  """Matmul FLOPs of one fm step of a DiT over the global batch: forward 2·(12 D² per token per block
-  + 4 N D per block for q kᵀ and P v) + patch embedding and final layer per token, per-example
+  """Matmul FLOPs of one fm step of a DiT over the global batch: forward 2·(12 D² per token per
+  block + 4 N D per block for q kᵀ and P v) + patch embedding and final layer per token, per-example
   conditioning; the backward twice the forward (3× in all). Elementwise work is not counted."""
-  from flowmap_jax.models import dit  # pylint: disable=g-import-not-at-top
   c = exp.config
   width, depth, _ = dit.SIZES[c.model.dit.size]
   h, w, ch = exp.data_shape
@@ -172,6 +181,7 @@ def measure(loss, resolution, remat, mesh_name, attention, args):
       analytic_fm_flops=analytic_fm_flops(exp), state_per_device=per_device_bytes(state),
       teacher_per_device=per_device_bytes(teacher),
       lower_s=round(t1 - t0, 1), compile_s=round(t2 - t1, 1),
+      block=None if c.model.get('attention', 'xla') == 'xla' else attention_lib.BLOCK,
       scheduler=args.scheduler, teacher_mesh=args.teacher_mesh,
       xla_flags=os.environ.get('XLA_FLAGS', ''), jax=jax.__version__,
       date=datetime.date.today().isoformat(), host=platform.machine())
@@ -208,7 +218,8 @@ def residual_bytes(loss, resolution, remat, attention):
 
 def key(r):
   return (r['loss'], r['resolution'], r['remat'], r['mesh'], r['attention'], r['dit'],
-          r['global_batch'], r.get('scheduler', 'concurrency'), r.get('teacher_mesh', 'own'))
+          r['global_batch'], r.get('scheduler', 'concurrency'), r.get('teacher_mesh', 'own'),
+          r.get('block'))
 
 
 def residuals_path(out):
@@ -229,35 +240,43 @@ def fits(peak):
 
 
 def report(rows, residuals=()):
-  """The Markdown table of the XL rows measured with the memory-minimising scheduler, and the
-  lines checking XLA's FLOPs against the analytic count of fm."""
+  """The Markdown table of the XL rows at the configs' batch measured with the memory-minimising
+  scheduler and the teacher on its own mesh, and the lines checking XLA's FLOPs against the
+  analytic count of fm."""
   kept = {tuple(r['case']): r['bytes'] for r in residuals}
   rows = [r for r in rows if r['dit'] == 'XL/2' and r['global_batch'] == 256
-          and r.get('scheduler') == 'memory']
+          and r.get('scheduler') == 'memory' and r.get('teacher_mesh', 'own') == 'own']
+  rows = list({key(r): r for r in rows}.values())   # a case measured twice: its latest row
+  # A blockwise row of an older key block (models/attention.BLOCK changed while the sweep ran) only
+  # where the case has no row at today's block.
+  case = lambda r: (r['loss'], r['resolution'], r['remat'], r['mesh'], r['attention'])
+  current = {case(r) for r in rows if r.get('block') in (None, attention_lib.BLOCK)}
+  rows = [r for r in rows
+          if r.get('block') in (None, attention_lib.BLOCK) or case(r) not in current]
   gb = lambda n: f'{n / 1e9:.1f}'
   lines = ['| loss | px (tokens) | mesh | remat | attention | dtype | argument | output | alias | '
            'temp | **peak** | fits (GB) | kept for backward | TFLOP | FLOPs / fm | compile |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   order = lambda r: (r['resolution'], r['mesh'], LOSSES.index(r['loss']),
-                     ['none', 'dots', 'full'].index(r['remat']), r['attention'])
+                     ['none', 'dots', 'full'].index(r['remat']), r['attention'], -(r['block'] or 0))
   rows = sorted(rows, key=order)
-  # FLOPs / fm: against fm at the same resolution and remat (the same attention where measured: at
-  # 512 px XLA counts one of blockwise's two key blocks, so like is compared with like).
+  # FLOPs / fm: against fm at the same resolution, remat and attention (XLA under-counts blockwise
+  # attention, so like is compared with like); at 256 px, where that is 2 %, any fm of that remat.
   fm = {}
   for r in rows:
     if r['loss'] == 'fm':
-      fm.setdefault((r['resolution'], r['remat'], r['attention']), r)
+      fm.setdefault((r['resolution'], r['remat'], r['attention'], r.get('block')), r)
       fm.setdefault((r['resolution'], r['remat']), r)
   for r in rows:
     m = r['memory']
-    ref = fm.get((r['resolution'], r['remat'], r['attention']),
+    ref = fm.get((r['resolution'], r['remat'], r['attention'], r.get('block')),
                  fm.get((r['resolution'], r['remat'])) if r['resolution'] == 256 else None)
     ratio = f'{r["flops"] / ref["flops"]:.2f}×' if ref else ''
-    k = kept.get((r['loss'], r['resolution'], r['remat'], r['attention']))
+    k = kept.get((r['loss'], r['resolution'], r['remat'], r['attention'], r.get('block')))
     lines.append(
-        f'| {r["loss"]}{" ‡" if r.get("teacher_mesh") == "student" else ""} | '
-        f'{r["resolution"]} ({r["tokens"]}) | {r["mesh"]} | {r["remat"]} | '
-        f'{r["attention"]} | {r["dtype"][:4].replace("floa", "f32").replace("bflo", "bf16")} | '
+        f'| {r["loss"]} | {r["resolution"]} ({r["tokens"]}) | {r["mesh"]} | {r["remat"]} | '
+        f'{r["attention"]}{" " + str(r["block"]) if r.get("block") else ""} | '
+        f'{DTYPES.get(r["dtype"], r["dtype"])} | '
         f'{gb(m["argument"])} | {gb(m["output"])} | {gb(m["alias"])} | {gb(m["temp"])} | '
         f'**{gb(r["peak"])}** | {fits(r["peak"])} | {gb(k) if k else ""} | '
         f'{r["flops"] / 1e12:.1f} | {ratio} | {r["compile_s"]:.0f} s |')
@@ -298,31 +317,33 @@ def main():
   if args.residuals:
     done = {tuple(r['case']) for r in read(residuals_path(args.out))}
     for r in read(args.out):
-      case = (r['loss'], r['resolution'], r['remat'], r['attention'])
-      if (r['dit'] != 'XL/2' or r['global_batch'] != 256 or case in done
+      block = None if r['attention'] == 'xla' else attention_lib.BLOCK
+      case = (r['loss'], r['resolution'], r['remat'], r['attention'], block)
+      if (r['dit'] != 'XL/2' or r['global_batch'] != 256 or case in done or r['block'] != block
           or r['loss'] not in args.loss.split(',') or str(r['resolution']) not in
           args.resolution.split(',') or r['remat'] not in args.remat.split(',')):
         continue
       done.add(case)
       t = time.time()
-      n = residual_bytes(*case)
+      n = residual_bytes(*case[:4])
       with open(residuals_path(args.out), 'a') as f:
         f.write(json.dumps({'case': case, 'bytes': n}) + '\n')
       print(case, f'{n / 1e9:.2f} GB kept for backward ({time.time() - t:.0f} s)', flush=True)
     return
   assert jax.device_count() == 8, jax.devices()
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  split = lambda s: [x for x in s.split(',')]
-  for loss in split(args.loss):
-    for res in [int(x) for x in split(args.resolution)]:
-      for remat in split(args.remat):
-        for mesh in split(args.mesh):
-          for attention in split(args.attention):
+  for loss in args.loss.split(','):
+    for res in [int(x) for x in args.resolution.split(',')]:
+      for remat in args.remat.split(','):
+        for mesh in args.mesh.split(','):
+          for attention in args.attention.split(','):
             c = config_for(loss, res, remat, mesh, attention or None, args.dit_size or None,
                            args.batch or None)
-            want = (loss, res, remat, mesh, attention or c.model.get('attention', 'xla'),
+            want_attention = attention or c.model.get('attention', 'xla')
+            want = (loss, res, remat, mesh, want_attention,
                     f'{c.model.dit.size}/{c.model.dit.patch_size}', c.data.batch_size,
-                    args.scheduler, args.teacher_mesh)
+                    args.scheduler, args.teacher_mesh,
+                    None if want_attention == 'xla' else attention_lib.BLOCK)
             if want in {key(r) for r in read(args.out)}:
               print('measured already:', want, flush=True)
               continue
