@@ -51,10 +51,13 @@ def loss_of_params(exp, state, batch, teacher_params, teacher_velocity=None):
   ema = state.target_ema if exp.target_ema_rate is not None else None
   apply_fn = exp.train_apply_fn(k_dropout)
 
+  # A loss with a curriculum over training (its entry's takes_step) reads this step's index.
+  at_step = {'step': state.step} if exp.loss.takes_step else {}
+
   def loss_of(params, phi=None):
     # phi: the learned weighting's parameters (loss.weighting = 'learned'), else None.
     return exp.loss.fn(apply_fn, params, x0, x1, k_loss, config=c.loss, ema_params=ema,
-                       teacher=teacher, y=y, **exp.loss_extras(phi))
+                       teacher=teacher, y=y, **exp.loss_extras(phi), **at_step)
 
   return loss_of
 

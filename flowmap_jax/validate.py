@@ -60,15 +60,15 @@ def problems_of(config, num_devices=None, num_processes=None):
   _choice(p, 'loss.time_sampler', l.time_sampler, time_sampling.TIME_SAMPLERS)
   _loss_option_problems(p, l)
   _choice(p, 'loss.weighting', l.get('weighting', 'none'), state.WEIGHTINGS)
-  if l.name == 'meanflow' and not [q for q in p if q.startswith('loss.meanflow')] and (
-      losses.meanflow.guided(l.meanflow)):
+  spec = losses.REGISTRY.get(l.name)
+  if spec and not [q for q in p if q.startswith(f'loss.{l.name}')] and spec.guided(l):
     if not ((images.is_image(config.data) or latents.is_latent(config.data))
             and config.data.get('class_conditional')):
-      p.append('loss.meanflow.guidance_omega/guidance_kappa guide the target with the class labels: '
+      p.append(f'loss.{l.name}\'s guidance options guide the target with the class labels: '
                'they need class-conditional image data (data.class_conditional=True).')
     elif not l.label_dropout:
-      p.append('loss.meanflow guidance needs loss.label_dropout > 0 (the null class it guides '
-               'against is learned from the dropped labels; the official recipe drops 10 %).')
+      p.append(f'loss.{l.name} guidance needs loss.label_dropout > 0 (the null class it guides '
+               'against is learned from the dropped labels; the official recipes drop 10 %).')
   _choice(p, 'model.name', m.name, models.MODELS)
   _choice(p, 'data.name', d.name, list(toy.DATASETS) + list(images.DATASETS) + ['latents'])
   _choice(p, 'optim.name', o.name, state.OPTIMIZERS)

@@ -56,7 +56,8 @@ def test_every_loss_jits_grads_and_vmaps(mlp, loss_config, name):
 
 
 def test_registry():
-  assert losses.names() == sorted(['fm', 'lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow'])
+  assert losses.names() == sorted(['fm', 'lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow',
+                                  'imeanflow', 'alphaflow', 'shortcut', 'tvm'])
   with pytest.raises(ValueError, match=r"Unknown loss 'nope'.*'esd'"):
     losses.get('nope')
 

@@ -57,6 +57,34 @@ def test_entries_say_what_the_code_needs():
   assert losses.spec('itvm').target_ema_rate(c) == c.itvm.ema_rate
   assert losses.spec('psd').target_ema_rate(c) is None
   assert losses.spec('psd').options is self_distillation.PSD_OPTIONS
+  assert [n for n in losses.names() if losses.spec(n).target_ema_rate(c) is not None] == [
+      'itvm', 'lsd', 'shortcut', 'tvm']
+  assert [n for n in losses.names() if losses.spec(n).takes_step] == ['alphaflow']
+
+
+# Each loss's options that put classifier-free guidance into its target.
+GUIDED = {'meanflow': {'guidance_kappa': 0.5}, 'imeanflow': {'guidance_omega': 2.0},
+          'alphaflow': {'guidance_kappa': 0.5}, 'shortcut': {'bootstrap_cfg': True},
+          'tvm': {'cfg': 2.0}}
+
+
+@pytest.mark.parametrize('name', sorted(GUIDED))
+def test_guidance_in_the_target_needs_labels_and_label_dropout(name):
+  assert [n for n in losses.names() if losses.spec(n).guided(
+      config_io.load('configs/lsd_checkerboard.py').loss)] == []   # no loss guides by default
+  config = config_io.load('configs/lsd_checkerboard.py:smoke')
+  config.loss.name = name
+  config.loss[name].update(GUIDED[name])
+  assert validate.problems_of(config) == [
+      f"loss.{name}'s guidance options guide the target with the class labels: they need "
+      'class-conditional image data (data.class_conditional=True).']
+  config = config_io.load('configs/lsd_cifar10.py:smoke')
+  config.loss.name, config.data.class_conditional, config.loss.label_dropout = name, True, 0.0
+  config.loss[name].update(GUIDED[name])
+  assert f'loss.{name} guidance needs loss.label_dropout > 0' in ' '.join(
+      validate.problems_of(config))
+  config.loss.label_dropout = 0.1
+  assert not [q for q in validate.problems_of(config) if 'guid' in q]
 
 
 def test_validation_reads_each_option_block_from_the_registry():

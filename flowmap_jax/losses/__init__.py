@@ -11,11 +11,15 @@ training, evaluation, validation and the configs read everything else from here.
 import dataclasses
 from typing import Any, Callable, Mapping, Optional
 
+from flowmap_jax.losses import alphaflow
 from flowmap_jax.losses import distillation
 from flowmap_jax.losses import flow_matching
+from flowmap_jax.losses import imeanflow
 from flowmap_jax.losses import itvm
 from flowmap_jax.losses import meanflow
 from flowmap_jax.losses import self_distillation
+from flowmap_jax.losses import shortcut
+from flowmap_jax.losses import tvm
 from flowmap_jax.losses.common import Option
 
 
@@ -38,6 +42,12 @@ class Loss:
   # Receives `null_label=` (the class index labels are dropped to) on class-conditional data: it
   # builds classifier-free guidance into its target.
   takes_null_label: bool = False
+  # Receives `step=` (the train step, a traced int32 scalar): its objective follows a curriculum
+  # over training (alphaflow's α).
+  takes_step: bool = False
+  # loss block -> whether its options put classifier-free guidance into the target (which needs
+  # class-conditional image data and label dropout, checked by validate.py).
+  guided: Callable[[Any], bool] = lambda loss_config: False
 
 
 REGISTRY = {
@@ -50,7 +60,17 @@ REGISTRY = {
                 target_ema_rate=self_distillation.lsd_target_ema_rate),
     'esd': Loss(self_distillation.esd_loss),
     'psd': Loss(self_distillation.psd_loss, options=self_distillation.PSD_OPTIONS),
-    'meanflow': Loss(meanflow.meanflow_loss, options=meanflow.OPTIONS, takes_null_label=True),
+    'meanflow': Loss(meanflow.meanflow_loss, options=meanflow.OPTIONS, takes_null_label=True,
+                     guided=lambda l: meanflow.guided(l.meanflow)),
+    'imeanflow': Loss(imeanflow.imeanflow_loss, options=imeanflow.OPTIONS, takes_null_label=True,
+                      guided=lambda l: imeanflow.guided(l.imeanflow)),
+    'alphaflow': Loss(alphaflow.alphaflow_loss, options=alphaflow.OPTIONS, takes_null_label=True,
+                      takes_step=True, guided=lambda l: meanflow.guided(l.alphaflow)),
+    'shortcut': Loss(shortcut.shortcut_loss, options=shortcut.OPTIONS,
+                     target_ema_rate=shortcut.target_ema_rate, takes_null_label=True,
+                     guided=lambda l: l.shortcut.bootstrap_cfg),
+    'tvm': Loss(tvm.tvm_loss, options=tvm.OPTIONS, target_ema_rate=tvm.target_ema_rate,
+                takes_null_label=True, guided=lambda l: l.tvm.cfg != 1.0),
 }
 
 
