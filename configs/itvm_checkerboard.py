@@ -10,6 +10,17 @@ ODE at 0.191. With the earlier target EMA of 0.99 (teacher ODE then 0.184) these
 0.343/0.267/0.195, the run taking 8.7 min with its teacher on an otherwise idle CPU. At that rate,
 diag_fraction 0.25 gave 0.327/0.264/0.195 in 10.1 min (more off-diagonal work per step), 5000 steps
 gave 0.259/0.248/0.191, and a constant 1e-3 for 3000 steps left 1 step at 0.56 (200k samples). ITVM's options and the evidence behind them: docs/itvm.md.
+
+4000 steps is about half of what ITVM needs: it stops short of converged. In the 2-D study at
+8000 steps (benchmarks/RESULTS.md, 3 seeds, these defaults) its 1-step KL is 0.202 on the
+checkerboard (0.267 here at 4000, the README's run), 0.301 on the spirals and 0.064 on the two
+moons, against LMD's 0.195 / 0.306 / 0.054 (level on the first two, 17 % behind on the two
+moons); the convergence runs show ITVM needing about twice
+LMD's steps for the same 1-step KL (ITVM at 8000 steps matches LMD at 4000). For ITVM at its best,
+--config.train.num_steps=8000 (about twice the time). The default stays at 4000 so that the first
+run takes minutes; lmd_checkerboard and emd_checkerboard inherit it (LMD's 1-step KL falls a
+further 15 % from 4000 to 8000 steps on the checkerboard).
+
 `--config.loss.itvm.y_source=online` gives its derivative-free LFMD variant.
 """
 import ml_collections
