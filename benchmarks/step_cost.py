@@ -30,7 +30,8 @@ from flowmap_jax import state as state_lib
 from flowmap_jax import step as step_lib
 from flowmap_jax import teacher as teacher_lib
 
-LOSSES = ['fm', 'lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow']
+LOSSES = ['fm', 'lmd', 'emd', 'itvm', 'lsd', 'esd', 'psd', 'meanflow', 'imeanflow', 'alphaflow',
+          'shortcut', 'tvm']
 
 
 def passes(name, d):
@@ -47,6 +48,12 @@ def passes(name, d):
       'esd': 3 * d + o + 6 * o + 2 * o,        # diag FM; v(s,s); jvp over s + bwd; jvp over x (sg)
       'psd': 3.0 + 2 * o,                      # one fwd+bwd on B; two target fwds
       'meanflow': 3 * d + 4 * o,               # diag FM; jvp with bwd through v only
+      'imeanflow': 3.0 + 4 * o,                # v(s,s) fwd+bwd on B (its tangent); jvp, bwd via v
+      # α > 0 (the curriculum's start, and these steps: the state's step is 0): diag FM; fwd+bwd
+      # and the target's fwd. At α = 0 the jvp with bwd through v only: the same 4.
+      'alphaflow': 3 * d + 4 * o,
+      'shortcut': 3.0 + 2 * o,                 # one fwd+bwd on B; two target-EMA fwds (no jvp)
+      'tvm': 10.0,                             # every example: jvp+bwd, target fwd, FM fwd+bwd
   }[name]
 
 
