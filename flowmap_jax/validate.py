@@ -383,6 +383,15 @@ def warnings_of(config):
                f'train.num_steps={t.num_steps} still holds {left:.1%} of its starting weights '
                f'({start}); for a run this short use a faster rate, e.g. '
                f'{math.floor(max(0.0, 1 - 5 / t.num_steps) * 1000) / 1000:g}, or more steps.')
+  a = config.loss.get('alphaflow')
+  if (config.loss.name == 'alphaflow' and a is not None and a.alpha_schedule != 'constant'
+      and a.alpha_end_step != t.num_steps):
+    # The curriculum's end is a step count fixed when the config was written, so a changed
+    # train.num_steps does not move it; α-Flow's recipe ends the curriculum with training.
+    w.append(f'loss.alphaflow.alpha_end_step={a.alpha_end_step} is not train.num_steps='
+             f'{t.num_steps}: α reaches {a.alpha_end} (MeanFlow\'s objective at 0) at step '
+             f'{a.alpha_end_step}, not at the end of training; to end the curriculum with '
+             f'training, add --config.loss.alphaflow.alpha_end_step={t.num_steps}.')
   return w
 
 

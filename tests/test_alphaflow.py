@@ -216,3 +216,16 @@ def test_only_alpha_zero_has_the_exact_map_as_its_fixed_point(loss_config, case)
   assert g[0.0] < 0.1 * g_off, (g, g_off)
   assert 3 * max(g[0.0], g[0.1]) < g[0.5] < 0.7 * g[1.0], g
   assert g_velocity < 0.1 * g[1.0], (g_velocity, g)
+
+
+def test_a_curriculum_that_does_not_end_with_training_is_warned_of():
+  from flowmap_jax import config_io  # pylint: disable=g-import-not-at-top
+  from flowmap_jax import validate  # pylint: disable=g-import-not-at-top
+  config = config_io.load('configs/alphaflow_checkerboard.py')
+  assert validate.warnings_of(config) == []          # its curriculum ends at train.num_steps
+  config.train.num_steps = 16000
+  (warning,) = validate.warnings_of(config)
+  assert warning.startswith('loss.alphaflow.alpha_end_step=8000 is not train.num_steps=16000')
+  assert warning.endswith('--config.loss.alphaflow.alpha_end_step=16000.')
+  config.loss.alphaflow.alpha_schedule = 'constant'   # no curriculum: nothing to end
+  assert validate.warnings_of(config) == []
