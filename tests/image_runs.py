@@ -97,16 +97,12 @@ def _config(job):
 
 
 def run(job):
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flowmap_jax import modes  # pylint: disable=g-import-not-at-top
   from flowmap_jax import train  # pylint: disable=g-import-not-at-top
-  from flowmap_jax.evaluation import fid  # pylint: disable=g-import-not-at-top
   mode = job.get('mode', 'train')
   if mode == 'fid_weights':  # random Inception weights in the pickled format
-    init = jax.jit(lambda k: fid.InceptionV3().init(k, jnp.zeros((1, 32, 32, 3), jnp.uint8)))
-    fid.save_params(init(jax.random.key(0))['params'], job['path'])
-    return job['path']
+    import fid_files  # pylint: disable=g-import-not-at-top
+    return fid_files.write_random_weights(job['path'])
   c = _config(job)
   if mode == 'train':
     return train.train_and_evaluate(c, job['workdir'])

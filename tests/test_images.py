@@ -24,6 +24,7 @@ from flowmap_jax.data import images
 from flowmap_jax.evaluation import fid
 from test_pipeline import REPO
 
+import fid_files
 import image_runs
 from image_runs import IMAGE_CONFIGS
 
@@ -288,8 +289,7 @@ def test_classifier_free_guidance_velocity():
 
 
 def test_fid_network_runs_on_weights_from_a_pickle(tmp_path):
-  params = jax.jit(lambda k: fid.InceptionV3().init(k, jnp.zeros((1, 32, 32, 3), jnp.uint8)))(
-      jax.random.key(0))['params']
+  params = fid_files.random_params()
   path = tmp_path / 'inception_v3_weights_fid.pickle'
   fid.save_params(params, path)
   with open(path, 'rb') as f:  # the format: a plain nested dict of arrays

@@ -16,6 +16,7 @@ from flowmap_jax.data import images
 from flowmap_jax.data import latents
 from flowmap_jax.evaluation import fid
 from flowmap_jax.models import vae
+import fid_files
 from test_pipeline import run_main
 import vae_files
 
@@ -224,10 +225,8 @@ def test_latent_itvm_run_end_to_end_with_decoded_grids_and_an_fid_proxy(prepared
   """--mode fid_stats from the latents' images, then the main job's smoke run (its fm teacher
   trained first into <workdir>/teacher) with FID on random Inception weights: every number finite,
   the grids decoded to 16 px RGB; flowmap_jax.load samples decoded images."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   weights, stats = tmp_path / 'inception.pickle', tmp_path / 'stats.npz'
-  init = jax.jit(lambda k: fid.InceptionV3().init(k, jnp.zeros((1, 32, 32, 3), jnp.uint8)))
-  fid.save_params(init(jax.random.key(0))['params'], str(weights))
+  fid_files.write_random_weights(weights)
   fid_on = [f'--config.eval.fid_weights={weights}', f'--config.eval.fid_stats={stats}']
   # XLA's full optimisation: Inception's convolutions run many times faster than at level 0.
   env = dict(os.environ, XLA_FLAGS='')

@@ -2,8 +2,6 @@
 the MNIST configs on a 512-image subset of ../shared/data (skipped, saying why, when it is absent)."""
 import json
 import os
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -16,7 +14,6 @@ from test_pipeline import run_main
 
 REPO = config_io.REPO_ROOT
 SHARED = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'mnist_train.npz')
-ENV = dict(os.environ, XLA_FLAGS='', TF_CPP_MIN_LOG_LEVEL='3')
 
 
 def data_config(name, path, **kw):
@@ -172,44 +169,12 @@ def test_bad_file_through_the_entry_point_is_exit_code_2(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists(SHARED), reason=f'{SHARED} is absent: the shared MNIST '
                     'file is not on this machine')
-def test_mnist_itvm_smoke_through_the_entry_point(tmp_path):
-  """itvm_mnist:smoke on 512 real MNIST digits through `python -m flowmap_jax.main`: its teacher
-  (fm_mnist:smoke) is trained first, both are scored by a digit classifier trained on the subset."""
-  with np.load(SHARED) as f:
-    subset = {'images': f['images'][:512], 'labels': f['labels'][:512]}
-  np.savez(tmp_path / 'mnist512.npz', **subset)
-  classifier = tmp_path / 'digits.pickle'
-  r = subprocess.run([sys.executable, 'tools/train_digit_classifier.py', '--train',
-                      str(tmp_path / 'mnist512.npz'), '--test', str(tmp_path / 'mnist512.npz'),
-                      '--out', str(classifier), '--steps', '30', '--batch', '32', '--reference',
-                      '100'],   # batch 32: the plumbing, in a third of batch 128's time
-                     cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
-  assert r.returncode == 0, r.stderr[-2000:]
-  # Full backend optimisation, as this test always ran: level 0 (the driver's default) was not
-  # measured to make this evaluation-heavy run faster.
-  r = run_main('--config=configs/itvm_mnist.py:smoke', f'--workdir={tmp_path / "itvm"}',
-               f'--config.data.path={tmp_path / "mnist512.npz"}',
-               f'--config.eval.classifier={classifier}', '--config.eval.fid_samples=100',
-               '--config.eval.batch_size=50', env={'XLA_FLAGS': ''},   # 2 batches a sampler, not 50
-               timeout=900)
-  assert r.returncode == 0, r.stderr[-3000:]
-  for run in ('itvm', 'itvm/teacher'):
-    result = json.loads((tmp_path / run / 'eval.json').read_text())
-    assert result['step'] == 2
-  result = json.loads((tmp_path / 'itvm' / 'eval.json').read_text())
-  for k in ('1', '2'):
-    m = result['flow_map'][k]
-    assert 0.0 <= m['accuracy'] <= 1.0 and m['feature_distance'] >= 0 and np.isfinite(m['energy'])
-  assert 'accuracy' in result['teacher_ode']
-  assert 'Digit accuracy' in (tmp_path / 'itvm' / 'eval.md').read_text()
-  grid = np.asarray(Image.open(tmp_path / 'itvm' / 'plots' / 'samples.png'))
-  assert grid.shape[1] > grid.shape[0]   # 10 class columns, 4 step rows
-
-
-@pytest.mark.skipif(not os.path.exists(SHARED), reason=f'{SHARED} is absent: the shared MNIST '
-                    'file is not on this machine')
 def test_images_notebook_runs_end_to_end_at_smoke_size(tmp_path, monkeypatch):
-  """notebooks/flowmap_jax_images_colab.ipynb on 512 real digits, tiny networks, CPU."""
+  """notebooks/flowmap_jax_images_colab.ipynb on 512 real digits, tiny networks, CPU: the digit
+  classifier (tools/train_digit_classifier.py, at batch 32: the plumbing in a third of batch 128's
+  time), fm_mnist:smoke, then itvm_mnist:smoke distilled from it, both scored by the classifier,
+  and flowmap_jax.load's samples. (The one MNIST end-to-end run of the suite: `python -m
+  flowmap_jax.main` training a teacher first is the latent end-to-end test's.)"""
   import nbclient  # pylint: disable=g-import-not-at-top
   import nbformat  # pylint: disable=g-import-not-at-top
   with np.load(SHARED) as f:
@@ -217,9 +182,22 @@ def test_images_notebook_runs_end_to_end_at_smoke_size(tmp_path, monkeypatch):
   monkeypatch.setenv('FLOWMAP_MNIST_NPZ', str(tmp_path / 'mnist512.npz'))
   monkeypatch.setenv('FLOWMAP_NOTEBOOK_SMOKE', '1')
   monkeypatch.setenv('XLA_FLAGS', '')
+  monkeypatch.setenv('TMPDIR', str(tmp_path))   # the notebook's WORKDIR is a tempfile.mkdtemp
   nb = nbformat.read(os.path.join(REPO, 'notebooks', 'flowmap_jax_images_colab.ipynb'),
                      as_version=4)
   nbclient.NotebookClient(nb, timeout=600, kernel_name='python3',
                           resources={'metadata': {'path': REPO}}).execute()
   outputs = ''.join(str(o) for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
   assert 'image/png' in outputs and 'Digit accuracy' in outputs and 'test accuracy' in outputs
+  (workdir,) = tmp_path.glob('flowmap_mnist_*')
+  for run in ('itvm_mnist', 'fm_mnist'):
+    result = json.loads((workdir / run / 'eval.json').read_text())
+    assert result['step'] == 2
+  result = json.loads((workdir / 'itvm_mnist' / 'eval.json').read_text())
+  for k in ('1', '2'):
+    m = result['flow_map'][k]
+    assert 0.0 <= m['accuracy'] <= 1.0 and m['feature_distance'] >= 0 and np.isfinite(m['energy'])
+  assert 'accuracy' in result['teacher_ode']
+  assert 'Digit accuracy' in (workdir / 'itvm_mnist' / 'eval.md').read_text()
+  grid = np.asarray(Image.open(workdir / 'itvm_mnist' / 'plots' / 'samples.png'))
+  assert grid.shape[1] > grid.shape[0]   # 10 class columns, 4 step rows
