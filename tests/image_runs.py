@@ -36,9 +36,10 @@ def jobs(root):
   for name in sorted(IMAGE_CONFIGS, key=lambda n: n in TEACHER_OF):
     extra = {'teacher.workdir': str(root / TEACHER_OF[name])} if name in TEACHER_OF else {}
     out.append(_job(name, name, root / name, **extra))
-  out += [_job('straight', 'lsd_cifar10', root / 'straight', **{'train.num_steps': 4}),
-          _job('first_half', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 2}),
-          _job('resumed', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 4}),
+  # The stopped and resumed run: 1 step, stop, 1 more; lsd_cifar10's own smoke run is its 2 steps
+  # straight.
+  out += [_job('first_half', 'lsd_cifar10', root / 'resumed', **{'train.num_steps': 1}),
+          _job('resumed', 'lsd_cifar10', root / 'resumed'),
           _job('sample', 'lsd_cifar10', root / 'lsd_cifar10', mode='sample'),
           _job('dit', 'itvm_imagenet64', root / 'dit',
                **{'model.name': 'dit', 'teacher.workdir': str(root / 'fm_imagenet64'),
