@@ -1,8 +1,8 @@
 """Random Inception-v3 FID weights for tests, in the pickled format `fid.load_params` reads.
 
 Drawn as flax initialises the network (LeCun-normal convolutions, identity batch norms) but without
-running it: `InceptionV3().init` runs the network's forward at 299 px, whose compilation was a
-minute of the suite each time a test wrote weights. The FID plumbing needs weights of the right
+running it: `InceptionV3().init` runs the network's forward at 299 px, whose compilation took
+25 to 59 s of the suite each time a test wrote weights. The FID plumbing needs weights of the right
 names and shapes whose features are finite and differ between images, not trained ones.
 """
 import jax
