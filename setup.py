@@ -14,12 +14,13 @@ setup(
         'optax>=0.2.4',
         'orbax-checkpoint>=0.11.0',
         'ml-collections>=1.0.0',
-        'clu>=0.0.12',
         'tensorflow-datasets>=4.9.7',
         'grain>=0.2.14',
         'array_record>=0.8.3',  # tfds.data_source reading ArrayRecord files from a gs:// data_dir
-        'tensorflow-cpu>=2.18.0',  # clu's TensorBoard writer (tf.summary)
-        'tensorboard>=2.18.0',     # ... which tensorflow-cpu 2.21 no longer brings
+        # tfds preparing a data set and epath's gs:// backend (tf.io.gfile); a run itself never
+        # imports TensorFlow (flowmap_jax/writers.py).
+        'tensorflow-cpu>=2.18.0',
+        'tensorboard>=2.18.0',     # the event files' format (writers.py); tensorflow-cpu 2.21 lacks it
         'safetensors>=0.4',        # the Stable Diffusion VAE's weights (models/vae.py)
         'numpy>=1.26',
         'absl-py>=2.1.0',

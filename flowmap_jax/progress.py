@@ -74,3 +74,31 @@ def track(iterable, total=None, desc='', unit='batch', every_s=None, size=None, 
     return _bar(iterable, total, desc, unit, size, size_unit)
   return _logged(iterable, total, desc, unit, LOG_EVERY_S if every_s is None else every_s, size,
                  size_unit)
+
+
+class TrainingRate:
+  """The training loop's progress: every `every_steps` steps, every `every_s` seconds and at the
+  last step, a log line `R steps/s, P% (step/num_steps), ETA: ...` and the scalars steps_per_sec and
+  uptime (what clu's ReportProgress reported, without its TensorFlow import). The first call only
+  starts the clock, so the rate leaves out the first step's compilation."""
+
+  def __init__(self, num_steps, writer, every_steps, every_s=60.0):
+    self._num_steps, self._writer = num_steps, writer
+    self._every_steps, self._every_s = every_steps, every_s
+    self._t0 = time.monotonic()
+    self._last = None   # (step, time) of the previous report
+
+  def __call__(self, step):
+    now = time.monotonic()
+    if self._last is None:
+      self._last = (step, now)
+      return
+    last_step, last_time = self._last
+    if step == last_step or not (step % self._every_steps == 0 or step == self._num_steps
+                                 or now - last_time >= self._every_s):
+      return
+    rate = (step - last_step) / max(now - last_time, 1e-9)
+    logging.info('%.1f steps/s, %.1f%% (%d/%d), ETA: %s', rate, 100 * step / self._num_steps,
+                 step, self._num_steps, _duration((self._num_steps - step) / rate))
+    self._writer.write_scalars(step, {'steps_per_sec': rate, 'uptime': now - self._t0})
+    self._last = (step, now)

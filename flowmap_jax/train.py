@@ -1,4 +1,4 @@
-"""The training loop: resume, the teacher, clu writers, periodic actions, checkpoints, preemption.
+"""The training loop: resume, the teacher, metric writers, progress, checkpoints, preemption.
 
 `train_and_evaluate(config, workdir)` is the programmatic entry point `main` calls. A run started again
 with the same workdir resumes from its latest checkpoint; the data of step k are drawn from
@@ -9,13 +9,13 @@ import time
 
 import jax
 from absl import logging
-from clu import periodic_actions
 from etils import epath
 
 from flowmap_jax import checkpoint
 from flowmap_jax import config_io
 from flowmap_jax import evaluate
 from flowmap_jax import parallel
+from flowmap_jax import progress
 from flowmap_jax import state as state_lib
 from flowmap_jax import step as step_lib
 from flowmap_jax import teacher as teacher_lib
@@ -112,8 +112,7 @@ def train_and_evaluate(config, workdir):
     writer.write_hparams({k: v for k, v in config_io.flatten(config_io.to_dict(config)).items()
                           if isinstance(v, (int, float, str, bool))})
   num_steps = config.train.num_steps
-  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.train.log_every)
+  report = progress.TrainingRate(num_steps, writer, every_steps=config.train.log_every)
   step_fn = step_lib.jit_train_step(exp, teacher_velocity)
   batch = {}
   t0 = time.time()

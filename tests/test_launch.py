@@ -132,8 +132,8 @@ def test_every_import_of_the_package_is_brought_by_install_requires():
         if not brought.get(top) and top not in extras:
           missing.append(f'{os.path.relpath(path, REPO)} imports {top}')
   assert not missing, missing
-  # The finding of issue 25: tensorflow-cpu (2.21) no longer brings tensorboard, which clu's
-  # writer imports; setup.py must name it.
+  # The finding of issue 25: tensorflow-cpu (2.21) no longer brings tensorboard, whose protocol
+  # buffers our TensorBoard writer writes (flowmap_jax/writers.py); setup.py must name it.
   without = [r for r in _setup_field('install_requires') if not r.startswith('tensorboard')]
   assert brought['tensorboard'] and not _brought_by(without).get('tensorboard')
   assert _setup_field('python_requires') == '>=3.11'

@@ -68,3 +68,70 @@ def test_a_wandb_project_without_wandb_is_a_config_error(monkeypatch):
   config.train.wandb_project = 'p'
   (problem,) = validate.problems_of(config, num_devices=1, num_processes=1)
   assert 'train.wandb_project' in problem and '.[wandb]' in problem
+
+
+def test_tensorboard_event_file_holds_what_tf_summary_would_write(tmp_path):
+  """Scalars, images (uint8 and float, RGB and gray) and hparams read back through TensorBoard's own
+  reader as the records tf.summary writes: a scalar tensor under 'scalars', [width, height, png...]
+  under 'images', the hparams plugin's session summary."""
+  import io  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  from flowmap_jax import writers  # pylint: disable=g-import-not-at-top
+  rgb = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+  gray = np.array([0.0, 0.5, 1.0, 2.0]).reshape(1, 2, 2, 1)
+  w = writers.TensorBoardWriter(str(tmp_path))
+  w.write_hparams({'optim.lr': 1e-3, 'loss.name': 'lsd', 'train.ema': True})
+  w.write_scalars(3, {'loss': 1.5, 'grad_norm': 2})
+  w.write_scalars(5, {'loss': 0.25})
+  w.write_images(5, {'rgb': rgb, 'gray': gray})
+  w.close()
+  (events,) = glob.glob(str(tmp_path / 'events.out.tfevents.*'))
+  acc = event_accumulator.EventAccumulator(events, size_guidance={'tensors': 0})
+  acc.Reload()
+  loss = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors('loss')]
+  assert loss == [(3, 1.5), (5, 0.25)]
+  assert acc.SummaryMetadata('loss').plugin_data.plugin_name == 'scalars'
+  assert acc.SummaryMetadata('rgb').plugin_data.plugin_name == 'images'
+  (rgb_event,) = acc.Tensors('rgb')
+  width, height, *pngs = tensor_util.make_ndarray(rgb_event.tensor_proto)
+  assert (int(width), int(height), len(pngs)) == (7, 5, 2)
+  np.testing.assert_array_equal(np.stack([np.asarray(Image.open(io.BytesIO(p))) for p in pngs]),
+                                rgb)
+  (gray_event,) = acc.Tensors('gray')
+  png = tensor_util.make_ndarray(gray_event.tensor_proto)[2]
+  # tf.image.convert_image_dtype(saturate=True): x * 255.5 truncated, clipped to [0, 255]
+  np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), [[0, 127], [255, 255]])
+  from tensorboard.plugins.hparams import metadata  # pylint: disable=g-import-not-at-top
+  content = acc.PluginTagToContent('hparams')['_hparams_/session_start_info']
+  hparams = metadata.parse_session_start_info_plugin_data(content).hparams
+  assert (hparams['optim.lr'].number_value, hparams['loss.name'].string_value,
+          hparams['train.ema'].bool_value) == (1e-3, 'lsd', True)
+
+
+def test_a_run_never_imports_tensorflow(tmp_path):
+  """Every module of the package imported and the run's writer used: TensorFlow (7 to 20 s per
+  process here) stays out of sys.modules."""
+  script = f'''
+import pkgutil, importlib, sys
+import numpy as np
+import flowmap_jax
+for m in pkgutil.walk_packages(flowmap_jax.__path__, 'flowmap_jax.'):
+  importlib.import_module(m.name)
+from flowmap_jax import config_io, writers
+w = writers.create(config_io.load('configs/lsd_checkerboard.py:smoke'), {str(tmp_path)!r})
+w.write_hparams({{'a': 1}})
+w.write_scalars(1, {{'loss': 1.0}})
+w.write_images(1, {{'x': np.zeros((1, 4, 4, 3), np.uint8)}})
+w.close()
+print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'clu')))
+'''
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  r = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=300,
+                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.strip().splitlines()[-1] == '[]'
+  assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
