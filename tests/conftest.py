@@ -4,11 +4,12 @@ import shutil
 import sys
 import tempfile
 
-# Several simulated CPU devices for the sharding tests; must be set before JAX is imported.
-# XLA's backend optimisation off in this process: it halves compile times (U-Nets compile for tens
-# of seconds on 2 cores) and changes no result a test checks; subprocesses set their own flags.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
-                      '--xla_backend_optimization_level=0')
+sys.path.insert(0, os.path.dirname(__file__))
+import xla_flags  # noqa: E402  pylint: disable=g-import-not-at-top
+
+# Several simulated CPU devices for the sharding tests; must be set before JAX is imported. XLA set
+# to compile fast (xla_flags.py: it changes no result a test checks); subprocesses set their own.
+os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=8 {xla_flags.FAST}')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # One compilation cache for this process and the runs it starts, kept between sessions: identical
 # programs (a teacher's step in several runs, the same smoke networks in the next session) compile
@@ -25,7 +26,6 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache
   os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(2 * 1024 ** 3))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
-sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
 

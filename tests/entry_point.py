@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 
+import xla_flags
+
 
 class Result:
   """What subprocess.run returns, as far as the tests read it."""
@@ -65,7 +67,7 @@ class Server:
   def __init__(self, repo):
     # One CPU device, XLA's backend optimisation off as in the test process (conftest.py): it halves
     # compile times and changes no result a test checks. A request's env may set other flags.
-    env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0', TF_CPP_MIN_LOG_LEVEL='3')
+    env = dict(os.environ, XLA_FLAGS=xla_flags.FAST, TF_CPP_MIN_LOG_LEVEL='3')
     self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=repo, env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                   bufsize=1)

@@ -14,6 +14,8 @@ import sys
 import time
 import traceback
 
+import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_CONFIGS = ['fm_cifar10', 'itvm_cifar10', 'lsd_cifar10', 'psd_cifar10', 'meanflow_cifar10',
                  'fm_imagenet64', 'itvm_imagenet64', 'lsd_imagenet64', 'meanflow_imagenet64',
@@ -65,7 +67,7 @@ class Background:
   def __init__(self, root):
     self.root = root
     (root / 'jobs.json').write_text(json.dumps(jobs(root)))
-    env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
+    env = dict(os.environ, XLA_FLAGS=xla_flags.FAST)
     self.log = open(root / 'log.txt', 'w')
     self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__),
                                   str(root / 'jobs.json'), str(root / 'out.json')], cwd=REPO,

@@ -14,6 +14,7 @@ import pytest
 import flowmap_jax
 from flowmap_jax import evaluate
 from flowmap_jax import flow_map
+import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +93,7 @@ def test_a_checkpoint_written_on_8_devices_loads_on_1(student_dir, tmp_path):
           'assert jax.device_count() == 1\n'
           'm = flowmap_jax.load(sys.argv[1])\n'
           'np.save(sys.argv[2], np.asarray(m.sample(jax.random.key(5), 256, steps=2)))\n')
-  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
+  env = dict(os.environ, XLA_FLAGS=xla_flags.FAST)
   out = tmp_path / 'x.npy'
   r = subprocess.run([sys.executable, '-c', code, student_dir, str(out)], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=300)

@@ -19,6 +19,7 @@ from flowmap_jax.models import vae
 import fid_files
 from test_pipeline import run_main
 import vae_files
+import xla_flags
 
 REPO = config_io.REPO_ROOT
 SMOKE = os.path.join(REPO, 'configs', 'itvm_imagenet.py') + ':smoke'
@@ -125,7 +126,7 @@ def test_two_processes_prepare_the_same_shards(prepared, tmp_path):
   folder = tmp_path / 'two'
   r = subprocess.run(['bash', 'launch/local.sh', '2', '1', *prepared['flags'],
                       f'--config.data.path={folder}', '--mode=prepare_latents'], cwd=REPO,
-                     env=dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0',
+                     env=dict(os.environ, XLA_FLAGS=xla_flags.FAST,
                               FLOWMAP_LOG_DIR=str(tmp_path / 'logs')),
                      capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

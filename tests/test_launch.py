@@ -23,6 +23,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAND_INS = os.path.join(REPO, 'tests', 'stand_ins')
 SETUP = os.path.join(REPO, 'setup.py')
@@ -83,7 +85,7 @@ def env(tmp_path_factory):
   return dict(os.environ, PATH=f'{STAND_INS}:{os.environ["PATH"]}',
               FAKE_GCLOUD_STATE=str(tmp / 'gcloud'), FAKE_SLURM_STATE=str(tmp / 'slurm'),
               FLOWMAP_TPU_POLL_SECONDS='0.05', TF_CPP_MIN_LOG_LEVEL='3',
-              XLA_FLAGS='--xla_backend_optimization_level=0',
+              XLA_FLAGS=xla_flags.FAST,
               PYTHONPATH=os.path.join(STAND_INS, 'plain_install'),
               FLOWMAP_PLAIN_INSTALL=str(tmp / 'blocked.json'))
 

@@ -21,8 +21,9 @@ from flowmap_jax import validate
 import entry_point
 import faults
 from test_pipeline import REPO, run_main, smoke
+import xla_flags
 
-ENV = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0', TF_CPP_MIN_LOG_LEVEL='3')
+ENV = dict(os.environ, XLA_FLAGS=xla_flags.FAST, TF_CPP_MIN_LOG_LEVEL='3')
 
 
 def _state(workdir, config):

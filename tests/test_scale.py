@@ -14,6 +14,7 @@ from flowmap_jax import checkpoint
 from flowmap_jax import state as state_lib
 import entry_point
 from test_pipeline import REPO, smoke
+import xla_flags
 
 ARGS = ['--config=configs/lsd_checkerboard.py:smoke', '--config.train.num_steps=20',
         '--config.train.checkpoint_every=10', '--config.train.log_every=5',
@@ -24,7 +25,7 @@ def _env(devices):
   # Backend optimisation off, as in the test process: it halves compile times, and both sides of
   # every comparison here run with the same flags.
   return {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices} '
-                       '--xla_backend_optimization_level=0', 'TF_CPP_MIN_LOG_LEVEL': '3'}
+                       f'{xla_flags.FAST}', 'TF_CPP_MIN_LOG_LEVEL': '3'}
 
 
 def _state(workdir, **overrides):
