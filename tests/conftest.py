@@ -30,6 +30,13 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 import pytest  # noqa: E402
 
 
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pytest.ini): one worker per core this process may use, at most 4 (each holds a few
+  GB: 8 simulated devices, compiled programs)."""
+  del config
+  return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
 def pytest_collection_modifyitems(items):
   """test_images.py last: its image runs start with the session in their own process (below) and
   have the rest of the suite's time to finish."""
@@ -48,15 +55,19 @@ _IMAGE_RUNS = pytest.StashKey()
 @pytest.fixture(scope='session', autouse=True)
 def _start_image_runs(request, tmp_path_factory):
   """Starts the image runs as the session starts, when any test of test_images.py is selected: they
-  take minutes in their own process and run beside the rest of the suite."""
+  take minutes in their own process and run beside the rest of the suite. pytest-xdist's workers
+  share one set, in the folder above their own temporary folders (the first worker starts it)."""
   if not any(item.module.__name__ == 'test_images' for item in request.session.items):
     yield
     return
   import image_runs  # pylint: disable=g-import-not-at-top
-  runs = image_runs.Background(tmp_path_factory.mktemp('image_runs'))
+  worker = os.environ.get('PYTEST_XDIST_WORKER')
+  base = tmp_path_factory.getbasetemp()
+  runs = image_runs.Background.shared((base.parent if worker else base) / 'image_runs')
   request.config.stash[_IMAGE_RUNS] = runs
   yield
-  runs.stop()
+  # Another worker's image tests may still wait for the runs; alone, or stopping early, end them.
+  runs.stop(timeout=1500 if worker and not request.session.shouldstop else 0)
 
 
 @pytest.fixture(scope='session')

@@ -62,26 +62,62 @@ def jobs(root):
 
 
 class Background:
-  """This script on `jobs(root)` in a subprocess; `result()` waits and returns (root, results)."""
+  """This script on `jobs(root)` in a subprocess; `result()` waits and returns (root, results).
 
-  def __init__(self, root):
-    self.root = root
+  Under pytest-xdist the workers share one: the first to call `shared(root)` starts it, the others
+  attach to it (the same `root`) and wait for it to end."""
+
+  def __init__(self, root, start=True):
+    self.root, self.proc, self.log = root, None, None
+    if not start:
+      return
     (root / 'jobs.json').write_text(json.dumps(jobs(root)))
     env = dict(os.environ, XLA_FLAGS=xla_flags.FAST)
     self.log = open(root / 'log.txt', 'w')
     self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__),
                                   str(root / 'jobs.json'), str(root / 'out.json')], cwd=REPO,
                                  env=env, stdout=self.log, stderr=subprocess.STDOUT)
+    (root / 'pid').write_text(str(self.proc.pid))
+
+  @classmethod
+  def shared(cls, root):
+    """The runs in `root`, started here unless another process (a pytest-xdist worker) did."""
+    import filelock  # pylint: disable=g-import-not-at-top
+    root.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(root) + '.lock'):
+      return cls(root, start=not (root / 'pid').exists())
+
+  def _ended(self):
+    if self.proc is not None:
+      return self.proc.poll() is not None
+    if (self.root / 'done').exists():
+      return True
+    # Started by another worker, which alone can wait for it: ended once it is gone, or a zombie
+    # (it died before writing `done`, and its parent has not waited for it yet).
+    try:
+      with open(f'/proc/{int((self.root / "pid").read_text())}/stat') as f:
+        return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:
+      return True
 
   def result(self, timeout):
-    self.proc.wait(timeout=timeout)
-    self.log.close()
+    deadline = time.time() + timeout
+    while not self._ended():
+      if time.time() > deadline:
+        raise TimeoutError(f'the image runs took over {timeout} s; see {self.root / "log.txt"}')
+      time.sleep(0.5)
     out = self.root / 'out.json'
     assert out.exists(), (self.root / 'log.txt').read_text()[-3000:]
     return self.root, json.loads(out.read_text())
 
-  def stop(self):
-    if self.proc.poll() is None:
+  def stop(self, timeout):
+    """In the process that started the runs: waits for them (another worker's tests may still
+    read them), ending them after `timeout` s."""
+    if self.proc is None:
+      return
+    try:
+      self.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
       self.proc.kill()
       self.proc.wait()
     self.log.close()
@@ -133,6 +169,8 @@ def main(jobs_path, out_path):
       results[job['id']]['seconds'] = round(time.time() - start, 1)
       with open(out_path, 'w') as f:
         json.dump(results, f, indent=1, default=str)
+  with open(os.path.join(os.path.dirname(out_path), 'done'), 'w'):
+    pass   # every job has its result (a pytest-xdist worker that did not start this waits for it)
 
 
 if __name__ == '__main__':
