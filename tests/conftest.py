@@ -31,10 +31,11 @@ import pytest  # noqa: E402
 
 
 def pytest_xdist_auto_num_workers(config):
-  """`-n auto` (pytest.ini): one worker per core this process may use, at most 4 (each holds a few
-  GB: 8 simulated devices, compiled programs)."""
+  """`-n auto` (pytest.ini): one worker per core this process may use, at most 4 (a worker's peak
+  is about 6 GB here: 8 simulated devices, compiled programs)."""
   del config
-  return max(1, min(len(os.sched_getaffinity(0)), 4))
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return max(1, min(cores or 1, 4))
 
 
 def pytest_collection_modifyitems(items):

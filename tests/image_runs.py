@@ -94,11 +94,16 @@ class Background:
       return True
     # Started by another worker, which alone can wait for it: ended once it is gone, or a zombie
     # (it died before writing `done`, and its parent has not waited for it yet).
+    pid = int((self.root / 'pid').read_text())
     try:
-      with open(f'/proc/{int((self.root / "pid").read_text())}/stat') as f:
-        return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
-    except OSError:
+      os.kill(pid, 0)
+    except ProcessLookupError:
       return True
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:   # no /proc (macOS): running until `done`, or until its parent waits for it
+      return False
 
   def result(self, timeout):
     deadline = time.time() + timeout
