@@ -19,8 +19,8 @@ alphaflow-sigmoid-latentspace-B-2, and src/training/loss.py), translated to our 
 from configs import lsd_checkerboard
 
 
-def get_config(arg=None):
-  c = lsd_checkerboard.get_config(arg)
+def alphaflow(c, clamp_target):
+  """α-Flow's B/2 loss recipe on a from-scratch config `c` (the curriculum over its whole run)."""
   c.loss.name = 'alphaflow'
   c.loss.time_sampler, c.loss.logit_mean, c.loss.logit_std = 'logit_normal', 0.4, 1.0
   c.loss.diag_fraction = 0.5
@@ -28,5 +28,9 @@ def get_config(arg=None):
   a.alpha_schedule, a.alpha_start, a.alpha_end, a.alpha_gamma, a.alpha_clamp = (
       'sigmoid', 1.0, 0.0, 25.0, 0.005)
   a.alpha_start_step, a.alpha_end_step = 0, c.train.num_steps
-  a.clamp_target = 4.0 * 2.31
+  a.clamp_target = clamp_target
   return c
+
+
+def get_config(arg=None):
+  return alphaflow(lsd_checkerboard.get_config(arg), clamp_target=4.0 * 2.31)

@@ -1,0 +1,15 @@
+"""Improved MeanFlow on MNIST from scratch: configs/lsd_mnist.py (network, optimiser, 3000 steps)
+with iMF's loss recipe from its official code (Lyy-iiis/imeanflow, as
+configs/imeanflow_checkerboard.py): both times sigmoid(N(+0.4, 1)), half of each batch diagonal, the
+adaptive weighting ℓ / sg((ℓ + 0.01)^1). No guidance (ω = 1), as for the other self-distillation
+rows; `--config.loss.imeanflow.guidance_omega=2` guides the target at the distillation teacher's
+scale."""
+from configs import lsd_mnist
+
+
+def get_config(arg=None):
+  c = lsd_mnist.get_config(arg)
+  c.loss.name = 'imeanflow'
+  c.loss.time_sampler, c.loss.logit_mean, c.loss.logit_std = 'logit_normal', 0.4, 1.0
+  c.loss.diag_fraction = 0.5
+  return c
