@@ -50,7 +50,8 @@ def passes(name, d):
       'meanflow': 3 * d + 4 * o,               # diag FM; jvp with bwd through v only
       'imeanflow': 3.0 + 4 * o,                # v(s,s) fwd+bwd on B (its tangent); jvp, bwd via v
       # α > 0 (the curriculum's start, and these steps: the state's step is 0): diag FM; fwd+bwd
-      # and the target's fwd. At α = 0 the jvp with bwd through v only: the same 4.
+      # and the target's fwd. At α = 0 the jvp with bwd through v only: the same 4. (On the CPU
+      # backend both branches run, a select picks one: alphaflow.branch; counted here as one.)
       'alphaflow': 3 * d + 4 * o,
       'shortcut': 3.0 + 2 * o,                 # one fwd+bwd on B; two target-EMA fwds (no jvp)
       'tvm': 10.0,                             # every example: jvp+bwd, target fwd, FM fwd+bwd

@@ -151,6 +151,33 @@ def test_alphaflow_is_the_official_forward_in_their_convention(loss_config, alph
   assert float(jnp.abs(g_ours['a']).sum()) > 1e-3
 
 
+@pytest.mark.parametrize('alpha', [0.0, 0.3])
+def test_the_select_on_cpu_equals_lax_cond(loss_config, alpha, monkeypatch):
+  """On the CPU backend both branches run and a select picks one (XLA:CPU's convolutions inside a
+  conditional are slow); loss and gradient equal lax.cond's, which GPUs and TPUs run."""
+  k = jax.random.split(jax.random.key(3), 3)
+  x0, x1 = jax.random.normal(k[0], (B, 2)), jax.random.normal(k[1], (B, 2)) * 1.5 + 1.0
+  y = jax.random.randint(k[2], (B,), 0, NUM_CLASSES)
+  c = loss_config
+  c.alphaflow.alpha_schedule, c.alphaflow.alpha_start = 'constant', alpha
+
+  def value_and_grad():
+    f = lambda p: losses.get('alphaflow')(_net, p, x0, x1, jax.random.key(7), config=c, y=y,
+                                          null_label=NUM_CLASSES)[0]
+    return jax.jit(jax.value_and_grad(f))(PARAMS)
+
+  assert jax.default_backend() == 'cpu'
+  selected = value_and_grad()
+  monkeypatch.setattr(alphaflow.jax, 'default_backend', lambda: 'gpu')
+  conditional = value_and_grad()
+  np.testing.assert_allclose(float(selected[0]), float(conditional[0]), rtol=1e-6)
+  for key in PARAMS:
+    np.testing.assert_allclose(selected[1][key], conditional[1][key], rtol=1e-5, atol=1e-7)
+  program = lambda select: str(jax.make_jaxpr(lambda a: alphaflow.branch(
+      a > 0, lambda _: a, lambda _: 2 * a, select=select))(0.5))
+  assert 'cond[' in program(False) and 'cond[' not in program(True) and 'select_n' in program(True)
+
+
 def test_the_train_step_passes_the_step_to_the_curriculum():
   """The registry entry asks for the step (takes_step) and step.py passes state.step: the smoke
   config's sigmoid over its 4 steps reads α = 1, ½ and 0 (the jvp branch) at steps 0, 2 and 4."""
