@@ -67,13 +67,21 @@ def set_field(config, key, value):
   node[field] = value
 
 
+def set_steps(config, steps):
+  """train.num_steps = steps; α-Flow's curriculum, when it spanned the whole run, still does."""
+  a = config.loss.get('alphaflow')
+  if a is not None and a.alpha_end_step == config.train.num_steps:
+    a.alpha_end_step = steps
+  config.train.num_steps = steps
+
+
 def variant_config(variant, data, seed, args, steps=None):
   name, overrides = parse_variant(variant)
   distils = losses.spec(name).needs_teacher
   c = config_io.load(f'configs/{name}_checkerboard.py' + (':smoke' if args.smoke else ''))
   c.seed = seed
   c.data.name = data
-  c.train.num_steps = steps or (args.steps if distils else args.self_steps)
+  set_steps(c, steps or (args.steps if distils else args.self_steps))
   c.train.checkpoint_every = min(1000, c.train.num_steps)
   c.eval.num_samples = args.num_samples
   c.eval.steps = tuple(args.eval_steps)
@@ -103,15 +111,17 @@ def run_one(variant, data, seed, args, steps=None, tag=''):
   c = variant_config(variant, data, seed, args, steps)
   root = os.path.join(args.workdir, data, f'seed{seed}')
   c.teacher.workdir = os.path.join(root, 'teacher')
-  workdir = os.path.join(root, slug(variant) + tag)
-  result = finished(workdir, c)
-  if result is None and args.report:
-    return None
-  if result is None:
+  return train_unless_finished(c, os.path.join(root, slug(variant) + tag), args.report,
+                               f'{data} seed {seed} {variant}{tag}')
+
+
+def train_unless_finished(config, workdir, report, label):
+  """The run's eval.json, training it first unless it is finished (with `report`: None then)."""
+  result = finished(workdir, config)
+  if result is None and not report:
     t0 = time.time()
-    result = train.train_and_evaluate(c, workdir)
-    print(f'[{time.strftime("%H:%M:%S")}] {data} seed {seed} {variant}{tag}: '
-          f'{time.time() - t0:.0f} s', flush=True)
+    result = train.train_and_evaluate(config, workdir)
+    print(f'[{time.strftime("%H:%M:%S")}] {label}: {time.time() - t0:.0f} s', flush=True)
   return result
 
 

@@ -21,18 +21,15 @@ first distillation run that scored them) and the unguided teacher's own; and eac
 grid of its first seed as benchmarks/plots/mnist_study_<variant>.png.
 """
 import argparse
-import json
 import os
 import shlex
 import shutil
 import sys
-import time
 
 import numpy as np
 
 from flowmap_jax import config_io
 from flowmap_jax import losses
-from flowmap_jax import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -50,12 +47,8 @@ def _config(path, seed, args, steps=None):
   if args.eval_steps:
     c.eval.steps = tuple(args.eval_steps)
   if steps:
-    old = c.train.num_steps
-    c.train.num_steps = steps
+    compare_2d.set_steps(c, steps)
     c.train.checkpoint_every = min(c.train.checkpoint_every, steps)
-    a = c.loss.get('alphaflow')
-    if a is not None and a.alpha_end_step == old:  # a curriculum over the whole run stays so
-      a.alpha_end_step = steps
   return c
 
 
@@ -69,46 +62,40 @@ def variant_config(variant, seed, args):
   return c
 
 
-def run(config, workdir):
-  """The run's eval.json, training it first unless it is finished (with --report: None then)."""
-  result = compare_2d.finished(workdir, config)
-  if result is None and not ARGS.report:
-    t0 = time.time()
-    result = train.train_and_evaluate(config, workdir)
-    print(f'[{time.strftime("%H:%M:%S")}] {workdir}: {time.time() - t0:.0f} s', flush=True)
-  return result
+def _metrics(by_n, name, n, m, *extra):
+  by_n.setdefault(name, {}).setdefault(n, []).append(tuple(m[k] for k in METRICS) + extra)
 
 
 def study(args):
   """({row: {nfe: [(accuracy, feature distance, energy) per seed]}}, {variant: grid png})."""
-  rows, grids, guided, unguided = {}, {}, {}, {}
+  rows, grids = {}, {}
   for seed in args.seeds:
     root = os.path.join(args.workdir, f'seed{seed}')
     teacher_dir = os.path.join(root, 'teacher')
-    teacher = run(_config(os.path.join('configs', 'fm_mnist.py'), seed, args, args.teacher_steps),
-                  teacher_dir)
+    teacher = compare_2d.train_unless_finished(
+        _config(os.path.join('configs', 'fm_mnist.py'), seed, args, args.teacher_steps),
+        teacher_dir, args.report, f'seed {seed} teacher')
+    guided = None   # the first distillation run's scores of the teacher at its guidance
     for variant in args.variants:
       c = variant_config(variant, seed, args)
+      if teacher is None and losses.spec(c.loss.name).needs_teacher:
+        continue   # --report before the teacher finished
       c.teacher.workdir = teacher_dir
       workdir = os.path.join(root, compare_2d.slug(variant))
-      r = run(c, workdir) if teacher is not None or not losses.spec(c.loss.name).needs_teacher \
-          else None
+      r = compare_2d.train_unless_finished(c, workdir, args.report, f'seed {seed} {variant}')
       if r is None:
         continue
       for n, m in r['flow_map'].items():
-        rows.setdefault(variant, {}).setdefault(int(n), []).append(tuple(m[k] for k in METRICS))
+        _metrics(rows, variant, int(n), m)
       grids.setdefault(variant, os.path.join(workdir, 'plots', 'samples.png'))
-      if 'teacher_ode' in r and seed not in guided:
-        guided[seed] = (r['estimator']['guidance'], r)
-    for label, (w, r) in ([(f'guided w = {guided[seed][0]:g}', guided[seed])]
-                          if seed in guided else []) + (
-                              [('unguided', (1.0, teacher))] if teacher else []):
+      if guided is None and 'teacher_ode' in r:
+        guided = r
+    references = ([(f'guided w = {guided["estimator"]["guidance"]:g}', guided)] if guided else [])
+    for label, r in references + ([('unguided', teacher)] if teacher else []):
       for n, m in r['teacher_euler'].items():
-        rows.setdefault(f'teacher Euler, {label}', {}).setdefault(int(n), []).append(
-            tuple(m[k] for k in METRICS))
-      ode = r['teacher_ode']
-      rows.setdefault(f'teacher ODE, {label}', {}).setdefault(0, []).append(
-          tuple(ode[k] for k in METRICS) + (ode.get('nfe', np.nan),))
+        _metrics(rows, f'teacher Euler, {label}', int(n), m)
+      _metrics(rows, f'teacher ODE, {label}', 0, r['teacher_ode'],
+               r['teacher_ode'].get('nfe', np.nan))
   return rows, grids
 
 
@@ -133,11 +120,7 @@ def markdown(rows, nfes, n_seeds):
   return '\n'.join(out)
 
 
-ARGS = None
-
-
 def main():
-  global ARGS
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ints = lambda s: [int(x) for x in s.split(',')]
   ap.add_argument('--workdir', required=True, help='study root (outside the repository)')
@@ -158,7 +141,7 @@ def main():
   ap.add_argument('--report', action='store_true', help='train nothing: tables of finished runs')
   ap.add_argument('--results', action='store_true', help='write the table and grids into RESULTS.md')
   ap.add_argument('--section', default='MNIST study: the losses at equal budget')
-  args = ARGS = ap.parse_args()
+  args = ap.parse_args()
   for flag, path in (('--data', args.data), ('--classifier', args.classifier)):
     if not os.path.isfile(path):
       ap.error(f'{flag} {path} is not a file' + (

@@ -63,9 +63,10 @@ def test_study_distils_the_guided_teacher_trains_from_scratch_and_resumes(monkey
   line = next(l for l in out.splitlines() if l.startswith('| lmd |'))
   assert line.split('|')[2].strip() == (
       f'{100 * m["accuracy"]:.1f}% / {m["feature_distance"]:.1f} / {m["energy"]:.3f}')
-  assert '] ' in out   # runs were trained
+  for run_name in ('seed 0 teacher', 'seed 0 lmd', 'seed 0 shortcut'):
+    assert f'] {run_name}: ' in out   # each run was trained, once
   again = _study(monkeypatch, capsys, *args, '--report')
-  assert '] ' not in again and line in again
+  assert '] seed 0' not in again and line in again
 
 
 def test_bad_input_is_answered_with_exit_code_2(tmp_path):
