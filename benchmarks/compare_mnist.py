@@ -12,7 +12,11 @@ first; <workdir>/seed<k>/<variant> is configs/<loss>_mnist.py with the variant's
 in compare_2d.py: "tvm cfg=2", "meanflow loss.diag_fraction=0.5"). Distillation variants start from
 the teacher's weights and distil it at their config's teacher.guidance (w = 2 in lmd/emd/itvm_mnist)
 for --steps; self-distillation variants train --self_steps from scratch. A run whose eval.json is
-complete is skipped, an unfinished one resumes from its checkpoint.
+complete is skipped, an unfinished one resumes from its checkpoint. The first distillation run scores
+the guided teacher and keeps the scores in the teacher's teacher_scores.json for the others. With only
+self-distillation variants no teacher is trained (its rows are shown when a finished one is there),
+so one process can run the teacher and its students while another, on the other core, runs the
+losses from scratch.
 
 Prints, and with --results writes into RESULTS.md (keeping its `<!-- notes -->`), one table: digit
 accuracy / feature distance / pixel energy (docs/metrics.md) at each NFE, means over seeds (the
@@ -57,6 +61,8 @@ def variant_config(variant, seed, args):
   path = os.path.join('configs', f'{name}_mnist.py')
   distils = losses.spec(name).needs_teacher
   c = _config(path, seed, args, args.steps if distils else args.self_steps)
+  if args.eval_ema_rate:
+    c.train.eval_ema_rates = (args.eval_ema_rate,)
   for key, value in overrides.items():
     compare_2d.set_field(c, key, value)
   return c
@@ -69,12 +75,15 @@ def _metrics(by_n, name, n, m, *extra):
 def study(args):
   """({row: {nfe: [(accuracy, feature distance, energy) per seed]}}, {variant: grid png})."""
   rows, grids = {}, {}
+  # Self-distillation alone needs no teacher: its rows are shown when a finished one is there, so
+  # one process can train the teacher and the distillations while another trains from scratch.
+  distils = any(losses.spec(compare_2d.parse_variant(v)[0]).needs_teacher for v in args.variants)
   for seed in args.seeds:
     root = os.path.join(args.workdir, f'seed{seed}')
     teacher_dir = os.path.join(root, 'teacher')
     teacher = compare_2d.train_unless_finished(
         _config(os.path.join('configs', 'fm_mnist.py'), seed, args, args.teacher_steps),
-        teacher_dir, args.report, f'seed {seed} teacher')
+        teacher_dir, args.report or not distils, f'seed {seed} teacher')
     guided = None   # the first distillation run's scores of the teacher at its guidance
     for variant in args.variants:
       c = variant_config(variant, seed, args)
@@ -135,6 +144,9 @@ def main():
                   "configs', 1000)")
   ap.add_argument('--self_steps', type=int, default=None, help='self-distillation steps (default: '
                   "the configs', 3000)")
+  ap.add_argument('--eval_ema_rate', type=float, default=None,
+                  help="the students' evaluation EMA (default: the configs' slowest, 0.995, which "
+                  'after 500 steps from scratch still holds 8 %% of the random initialisation)')
   ap.add_argument('--num_samples', type=int, default=1000)
   ap.add_argument('--eval_steps', default=None, type=ints, help="default: the configs' 1,2,4,8")
   ap.add_argument('--smoke', action='store_true', help='the :smoke configs (tests)')

@@ -114,20 +114,48 @@ def teacher_scores(texp, tparams, data, rng, config):
   return out, panels
 
 
-def cached_teacher(teacher_workdir, config, estimator=_estimator):
-  """The teacher's scores from its own eval.json when they were computed the same way (the same
-  estimator, at step counts that include this run's)."""
-  path = epath.Path(teacher_workdir) / 'eval.json'
-  if not path.exists():
-    return None
-  cached = json.loads(path.read_text())
-  want, have = estimator(config), cached.get('estimator', {})
+# In a teacher's workdir: its students' scores of it at settings its own eval.json does not have (a
+# guidance w ≠ 1 above all), so the next student of that teacher reuses them instead of paying
+# again for the teacher's Euler samples and its adaptive ODE, the costliest part of an evaluation.
+KEPT_SCORES = 'teacher_scores.json'
+
+
+def _scored(teacher_workdir):
+  """[(path, scores)]: the teacher's own eval.json, then each entry of its KEPT_SCORES."""
+  out = []
+  own, kept = epath.Path(teacher_workdir) / 'eval.json', epath.Path(teacher_workdir) / KEPT_SCORES
+  if own.exists():
+    out.append((str(own), json.loads(own.read_text())))
+  if kept.exists():
+    out += [(str(kept), entry) for entry in json.loads(kept.read_text())]
+  return out
+
+
+def cached_teacher(teacher_workdir, config, estimator=_estimator, step=None):
+  """The teacher's scores (and 'teacher_source', the file they came from) when they were computed
+  the same way: the same estimator, at step counts that include this run's, and, given `step`,
+  from the teacher checkpoint of that step. From its own eval.json or its KEPT_SCORES."""
+  want = estimator(config)
   other = lambda e: {k: v for k, v in e.items() if k != 'steps'}
-  if (other(want) != other(have) or 'teacher_ode' not in cached
-      or not set(want['steps']) <= set(have.get('steps', ()))):
-    return None
-  return {'teacher_euler': {str(n): cached['teacher_euler'][str(n)] for n in want['steps']},
-          'teacher_ode': cached['teacher_ode']}
+  for source, cached in _scored(teacher_workdir):
+    have = cached.get('estimator', {})
+    if (other(want) == other(have) and 'teacher_ode' in cached
+        and set(want['steps']) <= set(have.get('steps', ()))
+        and (step is None or cached.get('step') == step)):
+      return {'teacher_euler': {str(n): cached['teacher_euler'][str(n)] for n in want['steps']},
+              'teacher_ode': cached['teacher_ode'], 'teacher_source': source}
+  return None
+
+
+def keep_teacher_scores(teacher_workdir, step, config, results, estimator=_estimator):
+  """Appends a student's scores of its teacher (checkpoint `step`) to the teacher's KEPT_SCORES."""
+  if jax.process_index() != 0 or step is None:
+    return
+  path = epath.Path(teacher_workdir) / KEPT_SCORES
+  kept = json.loads(path.read_text()) if path.exists() else []
+  kept.append({'step': int(step), 'estimator': estimator(config),
+               'teacher_euler': results['teacher_euler'], 'teacher_ode': results['teacher_ode']})
+  path.write_text(json.dumps(kept, indent=2))
 
 
 class Reference(NamedTuple):
@@ -136,6 +164,7 @@ class Reference(NamedTuple):
   params: object
   guidance: float
   workdir: object    # where its own eval.json may already hold its scores (None: compute them)
+  step: object = None   # its checkpoint's step (None: its own eval.json, whatever step)
 
 
 def reference(exp, params, teacher):
@@ -146,7 +175,8 @@ def reference(exp, params, teacher):
     return Reference(exp, params, c.eval.guidance, None)
   if teacher is None or not c.eval.compare_teacher:
     return None
-  return Reference(teacher.exp, jax.device_get(teacher.params), c.teacher.guidance, teacher.workdir)
+  return Reference(teacher.exp, jax.device_get(teacher.params), c.teacher.guidance, teacher.workdir,
+                   teacher.step)
 
 
 def draws(config):
@@ -185,13 +215,14 @@ def evaluate(exp, state, workdir, *, writer=None, teacher=None):
 
   ref = reference(exp, params, teacher)
   if ref is not None:
-    cached = cached_teacher(ref.workdir, config) if ref.workdir else None
+    cached = cached_teacher(ref.workdir, config, step=ref.step) if ref.workdir else None
     if cached is not None:
       results.update(cached)
-      results['teacher_source'] = str(epath.Path(ref.workdir) / 'eval.json')
     else:
       tscores, tpanels = teacher_scores(ref.exp, ref.params, data, k_noise, config)
       results.update(tscores)
+      if ref.workdir:
+        keep_teacher_scores(ref.workdir, ref.step, config, results)
       if ref.exp is exp:  # a velocity-only run shows its own ODE samples
         panels.update(tpanels)
 

@@ -144,7 +144,8 @@ def evaluate(exp, state, workdir, *, writer=None, teacher=None):
                                          f'flow map, {k} steps') for k in e.steps}
   ref = ev.reference(exp, params, teacher)
   if measured and ref is not None:
-    cached = ev.cached_teacher(ref.workdir, config, image_estimator) if ref.workdir else None
+    cached = (ev.cached_teacher(ref.workdir, config, image_estimator, ref.step) if ref.workdir
+              else None)
     if cached is not None:
       results.update(cached)
     else:
@@ -152,6 +153,8 @@ def evaluate(exp, state, workdir, *, writer=None, teacher=None):
                                                 ref.params, f'Euler, {k} steps') for k in e.steps}
       results['teacher_ode'] = score(ev.sampler(ref.exp, 'ode', guidance=ref.guidance), ref.params,
                                      'adaptive ODE')
+      if ref.workdir:
+        ev.keep_teacher_scores(ref.workdir, ref.step, config, results, image_estimator)
 
   if jax.process_index() == 0:
     grid_steps = (1, 2, 4, 8)

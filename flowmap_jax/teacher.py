@@ -35,6 +35,7 @@ class Teacher:
   params: Any          # its slowest evaluation EMA
   workdir: str
   source: str          # where its config came from
+  step: Any = None     # the checkpoint's step: scores of the teacher kept for reuse name it
 
 
 def workdir_of(config, workdir):
@@ -115,7 +116,7 @@ def load(config, workdir, train_fn=None, require_existing=False):
     train_fn(tconfig, tworkdir)
     source = str(epath.Path(tworkdir) / 'config.json')
   texp = state_lib.Experiment(tconfig)
-  _, emas, errors = checkpoint.restore_eval_emas(tworkdir, texp)
+  step, emas, errors = checkpoint.restore_eval_emas(tworkdir, texp)
   if emas is None:
     raise validate.ConfigError([
         f'The teacher checkpoint in {epath.Path(tworkdir).absolute()}/checkpoints does not match the '
@@ -123,7 +124,7 @@ def load(config, workdir, train_fn=None, require_existing=False):
         + '; '.join(f'step {s}: {m}' for s, m in errors)
         + '. Point teacher.config at the config the teacher was trained with, or teacher.workdir '
         'at a teacher trained with this one.'])
-  return Teacher(texp, state_lib.slowest_ema(emas), tworkdir, source)
+  return Teacher(texp, state_lib.slowest_ema(emas), tworkdir, source, step)
 
 
 def check_init_shapes(exp, teacher):

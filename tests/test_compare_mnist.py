@@ -1,5 +1,6 @@
-"""The MNIST study script: one teacher per seed, a distillation student of it at the guidance of its
-config and a self-distillation student from scratch, the digit metrics in one table with the guided
+"""The MNIST study script: one teacher per seed, distillation students of it at the guidance of their
+configs (the second reusing the first's scores of the guided teacher) and a self-distillation
+student from scratch, the digit metrics in one table with the guided
 and unguided teacher rows, a second invocation that trains nothing, and bad input answered with exit
 code 2."""
 import json
@@ -44,7 +45,7 @@ def test_study_distils_the_guided_teacher_trains_from_scratch_and_resumes(monkey
                                                                           tmp_path):
   data, classifier = _files(tmp_path)
   args = ['--workdir', str(tmp_path / 'study'), '--data', data, '--classifier', classifier,
-          '--smoke', '--variants', 'lmd', 'shortcut', '--num_samples', '8']
+          '--smoke', '--variants', 'lmd', 'emd', 'shortcut', '--num_samples', '8']
   out = _study(monkeypatch, capsys, *args)
   root = tmp_path / 'study' / 'seed0'
   lmd = json.loads((root / 'lmd' / 'config.json').read_text())
@@ -63,10 +64,26 @@ def test_study_distils_the_guided_teacher_trains_from_scratch_and_resumes(monkey
   line = next(l for l in out.splitlines() if l.startswith('| lmd |'))
   assert line.split('|')[2].strip() == (
       f'{100 * m["accuracy"]:.1f}% / {m["feature_distance"]:.1f} / {m["energy"]:.3f}')
-  for run_name in ('seed 0 teacher', 'seed 0 lmd', 'seed 0 shortcut'):
+  # emd scored the guided teacher from what lmd kept in the teacher's workdir, not again.
+  emd = json.loads((root / 'emd' / 'eval.json').read_text())
+  assert emd['teacher_source'] == str(root / 'teacher' / 'teacher_scores.json')
+  assert emd['teacher_ode'] == run['teacher_ode'] and 'teacher_source' not in run
+  for run_name in ('seed 0 teacher', 'seed 0 lmd', 'seed 0 emd', 'seed 0 shortcut'):
     assert f'] {run_name}: ' in out   # each run was trained, once
   again = _study(monkeypatch, capsys, *args, '--report')
   assert '] seed 0' not in again and line in again
+
+
+def test_self_distillation_alone_trains_no_teacher_at_the_given_ema(monkeypatch, capsys, tmp_path):
+  """So one process can train the teacher and its students while another trains from scratch."""
+  data, classifier = _files(tmp_path)
+  out = _study(monkeypatch, capsys, '--workdir', str(tmp_path / 'study'), '--data', data,
+               '--classifier', classifier, '--smoke', '--variants', 'meanflow', '--num_samples', '8',
+               '--eval_ema_rate', '0.9')
+  assert '] seed 0 meanflow: ' in out and '| meanflow |' in out
+  saved = json.loads((tmp_path / 'study' / 'seed0' / 'meanflow' / 'config.json').read_text())
+  assert saved['train']['eval_ema_rates'] == [0.9]
+  assert 'teacher' not in out and not (tmp_path / 'study' / 'seed0' / 'teacher').exists()
 
 
 def test_bad_input_is_answered_with_exit_code_2(tmp_path):

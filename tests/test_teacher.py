@@ -31,6 +31,27 @@ def test_missing_teacher_is_trained_on_the_students_data(spirals_run):
   assert student['teacher_source'] == str(spirals_run / 'teacher' / 'eval.json')
 
 
+def test_a_students_scores_of_its_teacher_are_kept_for_the_next_student(spirals_run):
+  """Scores at settings the teacher's eval.json lacks go to its teacher_scores.json; a lookup reuses
+  them only for the same estimator and the same teacher checkpoint."""
+  from flowmap_jax import evaluate  # pylint: disable=g-import-not-at-top
+  tdir = str(spirals_run / 'teacher')
+  config = smoke('lmd', **{'data.name': 'spirals'})
+  step = json.loads((spirals_run / 'teacher' / 'eval.json').read_text())['step']
+  own = evaluate.cached_teacher(tdir, config, step=step)
+  assert own['teacher_source'] == str(spirals_run / 'teacher' / 'eval.json')
+  assert evaluate.cached_teacher(tdir, config, step=step + 1) is None   # another checkpoint
+  other = smoke('lmd', **{'data.name': 'spirals', 'eval.steps': (3,)})
+  assert evaluate.cached_teacher(tdir, other, step=step) is None
+  scores = {'teacher_euler': {'3': {'kl': 0.5, 'energy': 0.1}},
+            'teacher_ode': {'kl': 0.25, 'energy': 0.05, 'nfe': 30.0}}
+  evaluate.keep_teacher_scores(tdir, step, other, scores)
+  kept = evaluate.cached_teacher(tdir, other, step=step)
+  assert kept == dict(scores, teacher_source=str(spirals_run / 'teacher' / evaluate.KEPT_SCORES))
+  assert evaluate.cached_teacher(tdir, other, step=step + 1) is None
+  assert evaluate.cached_teacher(tdir, config, step=step) == own   # the teacher's own still first
+
+
 def test_existing_teacher_of_the_same_data_is_distilled(spirals_run, tmp_path):
   r = run_main('--config=configs/itvm_checkerboard.py:smoke', f'--workdir={tmp_path}', SPIRALS,
                f'--config.teacher.workdir={spirals_run / "teacher"}',
