@@ -3,7 +3,10 @@ with iMF's loss recipe from its official code (Lyy-iiis/imeanflow, as
 configs/imeanflow_checkerboard.py): both times sigmoid(N(+0.4, 1)), half of each batch diagonal, the
 adaptive weighting ℓ / sg((ℓ + 0.01)^1). No guidance (ω = 1), as for the other self-distillation
 rows; `--config.loss.imeanflow.guidance_omega=2` guides the target at the distillation teacher's
-scale."""
+scale.
+
+Budget (lsd_mnist's): not shown converged. At 1000 of the 3000 steps (MNIST study, seed 0): 41.7 /
+23.4 / 31.3 % digit accuracy at 1/2/4 steps."""
 from configs import lsd_mnist
 
 
